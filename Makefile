@@ -1,0 +1,49 @@
+# Two commands on a fresh machine:
+#   make run   - the product on its embedded default (SQLite, filesystem broker, Mixpanel sandbox)
+#   make test  - the whole test suite
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+
+.PHONY: run test venv dev-venv lint migrate demo worker web check-deploy clean
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed
+dev-venv: $(VENV)/.dev-installed
+
+migrate: venv
+	$(PY) manage.py migrate --noinput
+
+demo: migrate
+	$(PY) manage.py demo_setup
+
+# The web server and one Celery worker with embedded beat; Ctrl-C stops both.
+run: demo
+	@echo "Starting the web server on http://127.0.0.1:$(PORT)/ and a Celery worker (embedded beat)."
+	@trap 'kill 0' INT TERM EXIT; \
+	$(VENV)/bin/celery -A compliance worker -B --loglevel=INFO --concurrency=2 & \
+	$(PY) manage.py runserver 127.0.0.1:$(PORT) & \
+	wait
+
+test: dev-venv
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: dev-venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+check-deploy: venv
+	DJANGO_ENV=production $(PY) manage.py check --deploy --fail-level WARNING
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,295 @@
+"""Settings for the privacy request manager, read from the environment.
+
+Development (the default) runs with no services: SQLite and Celery's filesystem broker under ``var/``,
+emails written to ``var/mail/``, the built-in Mixpanel sandbox. ``DJANGO_ENV=production`` refuses to start
+with a missing or unsafe secret; every variable is listed in ``.env.example`` and the README.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DJANGO_ENV = env.str("DJANGO_ENV", default="development")
+if DJANGO_ENV not in {"development", "production"}:
+    raise ImproperlyConfigured("DJANGO_ENV must be 'development' or 'production'.")
+PRODUCTION = DJANGO_ENV == "production"
+
+VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+# Development-only values. They are public (they are in this file), so production refuses them.
+_DEV_SECRET_KEY = "dev-only-secret-key-not-for-production-0123456789abcdefghijklmnopqrstuvwxyz"
+_DEV_FERNET_KEY = base64.urlsafe_b64encode(hashlib.sha256(b"dev-only-field-key").digest()).decode()
+_DEV_AUDIT_KEY = "dev-only-audit-chain-key-not-for-production"
+
+
+def _required_secret(name: str, dev_default: str, *, min_length: int) -> str:
+    value = env.str(name, default="")
+    if not PRODUCTION:
+        return value or dev_default
+    if not value:
+        raise ImproperlyConfigured(f"{name} must be set when DJANGO_ENV=production.")
+    if value == dev_default or value.startswith(("dev-only", "django-insecure")) or len(value) < min_length:
+        raise ImproperlyConfigured(f"{name} is unsafe: use a random value of at least {min_length} characters.")
+    return value
+
+
+SECRET_KEY = _required_secret("DJANGO_SECRET_KEY", _DEV_SECRET_KEY, min_length=50)
+DEBUG = env.bool("DJANGO_DEBUG", default=not PRODUCTION)
+if PRODUCTION and DEBUG:
+    raise ImproperlyConfigured("DJANGO_DEBUG must be off when DJANGO_ENV=production.")
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]", "testserver"])
+if PRODUCTION and not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS must be set when DJANGO_ENV=production.")
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# Public base URL used in emails (links to status, verification and download pages).
+SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
+ORGANISATION_NAME = env.str("ORGANISATION_NAME", default="Example Ltd")
+PRIVACY_CONTACT_EMAIL = env.str("PRIVACY_CONTACT_EMAIL", default="privacy@example.com")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "gdpr_requests",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "gdpr_requests.middleware.SecurityHeadersMiddleware",
+]
+
+ROOT_URLCONF = "compliance.urls"
+WSGI_APPLICATION = "compliance.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "gdpr_requests.context_processors.site",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------------------------------
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Without IMMEDIATE transactions and WAL, a web process and a worker that both read-then-write inside
+    # atomic() get "database is locked" at once (STACK_NOTES.md).
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000",
+    }
+    # A file, not memory, so that Celery worker subprocesses in tests see the same test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis, cache, broker -----------------------------------------------------------------------------
+REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "dsr"}}
+
+CELERY_DATA_DIR = VAR_DIR / "celery"
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or REDIS_URL or "filesystem://"
+CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    for _sub in ("queue", "processed", "control"):
+        (CELERY_DATA_DIR / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(CELERY_DATA_DIR / "queue"),
+        "data_folder_out": str(CELERY_DATA_DIR / "queue"),
+        "processed_folder": str(CELERY_DATA_DIR / "processed"),
+        "control_folder": str(CELERY_DATA_DIR / "control"),
+        "store_processed": False,
+    }
+elif CELERY_BROKER_URL.startswith("redis"):
+    # Must exceed the longest task time limit, or a slow task is redelivered while it still runs.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+
+# --- Passwords, sessions, security --------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if PRODUCTION:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+
+# --- Secrets at rest, audit chain ---------------------------------------------------------------------
+FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
+if PRODUCTION:
+    if not FIELD_ENCRYPTION_KEYS:
+        raise ImproperlyConfigured("FIELD_ENCRYPTION_KEYS must be set when DJANGO_ENV=production.")
+    if _DEV_FERNET_KEY in FIELD_ENCRYPTION_KEYS:
+        raise ImproperlyConfigured("FIELD_ENCRYPTION_KEYS contains the development key.")
+elif not FIELD_ENCRYPTION_KEYS:
+    FIELD_ENCRYPTION_KEYS = [_DEV_FERNET_KEY]
+
+AUDIT_CHAIN_KEY = _required_secret("AUDIT_CHAIN_KEY", _DEV_AUDIT_KEY, min_length=32)
+# Keyed hash of requester emails (lookup and duplicate detection without clear text). It must outlive every
+# request, like the chain key, so it is derived from it unless set on its own.
+EMAIL_HASH_KEY = env.str("EMAIL_HASH_KEY", default="") or hashlib.sha256(
+    b"email-lookup:" + AUDIT_CHAIN_KEY.encode()
+).hexdigest()
+
+# --- Email --------------------------------------------------------------------------------------------
+EMAIL_BACKEND = env.str(
+    "EMAIL_BACKEND",
+    default="django.core.mail.backends.smtp.EmailBackend"
+    if PRODUCTION
+    else "django.core.mail.backends.filebased.EmailBackend",
+)
+EMAIL_FILE_PATH = env.str("EMAIL_FILE_PATH", default=str(VAR_DIR / "mail"))
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="privacy@example.com")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# Where staff alerts go besides the members of the "Privacy staff" group.
+STAFF_ALERT_EMAILS = env.list("STAFF_ALERT_EMAILS", default=[])
+
+# --- Files --------------------------------------------------------------------------------------------
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if PRODUCTION
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+# Subject exports are personal data: kept outside any web-served folder and only streamed by a view.
+EXPORTS_DIR = Path(env.str("EXPORTS_DIR", default=str(VAR_DIR / "exports")))
+MEDIA_ROOT = VAR_DIR / "media"
+
+LANGUAGE_CODE = "en-gb"
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+# --- Product behaviour --------------------------------------------------------------------------------
+DSR_VERIFICATION_HOURS = env.int("DSR_VERIFICATION_HOURS", default=48)
+DSR_UNVERIFIED_EXPIRY_DAYS = env.int("DSR_UNVERIFIED_EXPIRY_DAYS", default=14)
+DSR_EXPORT_DAYS = env.int("DSR_EXPORT_DAYS", default=30)
+DSR_RETENTION_DAYS = env.int("DSR_RETENTION_DAYS", default=365)
+DSR_AUTO_APPROVE_ACCESS = env.bool("DSR_AUTO_APPROVE_ACCESS", default=False)
+DSR_DUPLICATE_WINDOW_DAYS = env.int("DSR_DUPLICATE_WINDOW_DAYS", default=30)
+DSR_STUCK_HOURS = env.int("DSR_STUCK_HOURS", default=72)
+DSR_STATUS_LINK_DAYS = env.int("DSR_STATUS_LINK_DAYS", default=400)
+DSR_PUBLIC_RATE_LIMITS_ENABLED = env.bool("DSR_PUBLIC_RATE_LIMITS_ENABLED", default=True)
+
+# --- Mixpanel -----------------------------------------------------------------------------------------
+MIXPANEL_INTEGRATION_ID = env.str("MIXPANEL_INTEGRATION_ID", default="privacy-request-manager")
+MIXPANEL_HTTP_TIMEOUT_SECONDS = env.float("MIXPANEL_HTTP_TIMEOUT_SECONDS", default=30.0)
+MIXPANEL_MIN_INTERVAL_SECONDS = env.float("MIXPANEL_MIN_INTERVAL_SECONDS", default=1.0)
+MIXPANEL_MAX_ATTEMPTS = env.int("MIXPANEL_MAX_ATTEMPTS", default=12)
+MIXPANEL_BACKOFF_BASE_SECONDS = env.float("MIXPANEL_BACKOFF_BASE_SECONDS", default=30.0)
+MIXPANEL_BACKOFF_MAX_SECONDS = env.float("MIXPANEL_BACKOFF_MAX_SECONDS", default=6 * 3600.0)
+MIXPANEL_EXPORT_MAX_BYTES = env.int("MIXPANEL_EXPORT_MAX_BYTES", default=500 * 1024 * 1024)
+MIXPANEL_SANDBOX_ENABLED = env.bool("MIXPANEL_SANDBOX_ENABLED", default=not PRODUCTION)
+MIXPANEL_SANDBOX_STEP_SECONDS = env.float("MIXPANEL_SANDBOX_STEP_SECONDS", default=3.0)
+MIXPANEL_SANDBOX_RATE_LIMIT = env.bool("MIXPANEL_SANDBOX_RATE_LIMIT", default=True)
+MIXPANEL_SANDBOX_FAULT_429 = env.float("MIXPANEL_SANDBOX_FAULT_429", default=0.0)
+MIXPANEL_SANDBOX_FAULT_5XX = env.float("MIXPANEL_SANDBOX_FAULT_5XX", default=0.0)
+MIXPANEL_SANDBOX_FAULT_SLOW = env.float("MIXPANEL_SANDBOX_FAULT_SLOW", default=0.0)
+MIXPANEL_SANDBOX_FAULT_FAILURE = env.float("MIXPANEL_SANDBOX_FAULT_FAILURE", default=0.0)
+GDPR_DISPATCH_INTERVAL_SECONDS = env.float("GDPR_DISPATCH_INTERVAL_SECONDS", default=5.0)
+GDPR_POLL_INITIAL_SECONDS = env.float("GDPR_POLL_INITIAL_SECONDS", default=300.0)
+GDPR_POLL_MAX_SECONDS = env.float("GDPR_POLL_MAX_SECONDS", default=21600.0)
+CREDENTIAL_EXPIRY_WARNING_DAYS = (30, 7, 1)
+
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+
+# --- Celery -------------------------------------------------------------------------------------------
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SOFT_TIME_LIMIT = 120
+CELERY_TASK_TIME_LIMIT = 180
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE = {
+    "dispatch-due-mixpanel-tasks": {
+        "task": "gdpr_requests.tasks.dispatch_due_tasks",
+        "schedule": GDPR_DISPATCH_INTERVAL_SECONDS,
+    },
+    "plan-approved-requests": {
+        "task": "gdpr_requests.tasks.plan_approved_requests",
+        "schedule": GDPR_DISPATCH_INTERVAL_SECONDS,
+    },
+    "expire-unverified-requests": {"task": "gdpr_requests.tasks.expire_unverified_requests", "schedule": 3600.0},
+    "delete-expired-exports": {"task": "gdpr_requests.tasks.delete_expired_exports", "schedule": 3600.0},
+    "staff-alerts": {"task": "gdpr_requests.tasks.send_staff_alerts", "schedule": 900.0},
+    "staff-daily-digest": {"task": "gdpr_requests.tasks.send_staff_digest", "schedule": 24 * 3600.0},
+    "credential-expiry-warnings": {"task": "gdpr_requests.tasks.warn_expiring_credentials", "schedule": 6 * 3600.0},
+    "retention-purge": {"task": "gdpr_requests.tasks.purge_retained_personal_data", "schedule": 24 * 3600.0},
+}
+
+# --- Logging: no personal data ever (use the request reference) -----------------------------------------
+LOG_FORMAT = env.str("LOG_FORMAT", default="json" if PRODUCTION else "text")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "gdpr_requests.logging.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

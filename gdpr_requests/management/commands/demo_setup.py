@@ -1,0 +1,64 @@
+"""Demo data for the embedded default: an admin account, a project pointing at the built-in sandbox, requests.
+
+Idempotent: running it again keeps what exists and prints the admin's password only when it creates it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management.base import BaseCommand
+from django.utils import timezone
+
+from gdpr_requests import services
+from gdpr_requests.audit import Actor
+from gdpr_requests.models import Channel, DataSubjectRequest, MixpanelProject, Residency
+
+DEMO_PROJECT = "Demo app (sandbox)"
+
+
+class Command(BaseCommand):
+    help = "Create a demo admin, a sandbox Mixpanel project and a few requests (embedded default only)."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        User = get_user_model()
+        if not User.objects.filter(username="admin").exists():
+            password = secrets.token_urlsafe(12)
+            admin = User.objects.create_superuser("admin", "admin@example.com", password)
+            admin.groups.add(Group.objects.get(name="Privacy staff"))
+            self.stdout.write(self.style.SUCCESS(f"Demo admin: username 'admin', password '{password}'"))
+        else:
+            self.stdout.write("Demo admin 'admin' exists (password unchanged; reset with manage.py changepassword).")
+
+        if settings.MIXPANEL_SANDBOX_ENABLED:
+            MixpanelProject.objects.get_or_create(
+                name=DEMO_PROJECT,
+                defaults={
+                    "mixpanel_project_id": "1000001",
+                    "project_token": "demo-sandbox-token",
+                    "oauth_token": secrets.token_hex(16),
+                    "token_expires_on": timezone.localdate() + timedelta(days=365),
+                    "residency": Residency.US,
+                    "base_url_override": f"{settings.SITE_URL}/sandbox/mixpanel/api/app",
+                },
+            )
+        if not DataSubjectRequest.objects.exists():
+            actor = Actor.system("demo_setup")
+            services.request_create(
+                kind="access", regulation="gdpr", email="ada@example.org", name="Ada Example",
+                distinct_ids=["demo-user-1"], channel=Channel.STAFF, actor=actor,
+                verified_by_staff="demo data: identity assumed",
+            )
+            services.request_create(
+                kind="deletion", regulation="ccpa", email="grace@example.org", name="Grace Example",
+                distinct_ids=["demo-user-2", "demo-device-9"], channel=Channel.STAFF, actor=actor,
+                verified_by_staff="demo data: identity assumed",
+            )
+            services.request_create(kind="deletion", regulation="gdpr", email="alan@example.org", actor=actor,
+                                    received_at=timezone.now() - timedelta(days=20))
+        self.stdout.write(f"Open http://127.0.0.1:8000/admin/ (portal at {settings.SITE_URL}/).")
