@@ -111,8 +111,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000",
     }
-    # A file, not memory, so that Celery worker subprocesses in tests see the same test database.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+    # A file, not memory, so that Celery worker subprocesses in tests see the same test database; one per test
+    # run (the name is inherited by the run's subprocesses through the environment), so runs can overlap.
+    import os
+
+    DATABASES["default"]["TEST"] = {
+        "NAME": os.environ.setdefault("DSR_TEST_DB_NAME", str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3"))
+    }
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True

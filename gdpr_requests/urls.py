@@ -1,13 +1,11 @@
-"""Public portal and auditor report URLs (filled in by the portal and reports modules)."""
+"""URLs of the app: each face has its own module (portal_urls, reports_urls, ops_urls)."""
 
 from __future__ import annotations
 
-from django.urls import path
-
-from . import views
-
-app_name = "gdpr_requests"
+from django.urls import include, path
 
 urlpatterns = [
-    path("healthz", views.healthz, name="healthz"),
+    path("", include("gdpr_requests.ops_urls")),
+    path("reports/", include("gdpr_requests.reports_urls")),
+    path("", include("gdpr_requests.portal_urls")),
 ]

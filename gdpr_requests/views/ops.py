@@ -1,4 +1,4 @@
-"""Views. The public portal, auditor reports and health checks are added by their own modules."""
+"""Operational endpoints: health, readiness, metrics. No personal data, cheap."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""Views, one module per face: portal (the public), reports (auditors), ops (health, metrics)."""
