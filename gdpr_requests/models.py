@@ -352,3 +352,27 @@ class SandboxRateSlot(models.Model):
 
     def __str__(self) -> str:
         return f"rate slot {self.pk}"
+
+
+class SubjectNotification(models.Model):
+    """One email to a data subject about one event of a request (portal).
+
+    The unique (request, event) pair makes a retried or redelivered task send it once; a row whose ``sent_at``
+    stays empty is picked up again by a sweep, so a message lost by the broker still gets its email out.
+    The row holds no personal data: the email is built from the request when it is sent.
+    """
+
+    request = models.ForeignKey(DataSubjectRequest, on_delete=models.CASCADE, related_name="notifications")
+    event = models.CharField(max_length=40)
+    created_at = models.DateTimeField(default=timezone.now)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["request", "event"], name="unique_subject_notification")]
+        indexes = [models.Index(fields=["sent_at", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.event} email for {self.request.reference}"
