@@ -376,3 +376,27 @@ class SubjectNotification(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} email for {self.request.reference}"
+
+
+class StaffAlert(models.Model):
+    """One staff email that was sent (or is being sent), so that the next sweep does not send it again.
+
+    ``object_ref`` names what the alert is about (a request reference, ``project:<pk>``, or empty for a digest);
+    ``key`` names the occasion (a due date, the time a request entered its state, a day), so that a new occasion
+    for the same object alerts again. Alerts carry references and admin links only, never personal data.
+    """
+
+    kind = models.CharField(max_length=32)
+    object_ref = models.CharField(max_length=64, blank=True)
+    key = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    recipient_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "object_ref", "key"], name="unique_staff_alert_occasion")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.object_ref} {self.key}".strip()
