@@ -1,3 +1,5 @@
+"""Operational endpoints (no personal data): liveness, readiness, Prometheus metrics."""
+
 from __future__ import annotations
 
 from django.urls import path
@@ -6,4 +8,6 @@ from .views import ops
 
 urlpatterns = [
     path("healthz", ops.healthz, name="healthz"),
+    path("readyz", ops.readyz, name="readyz"),
+    path("metrics", ops.metrics, name="metrics"),
 ]
