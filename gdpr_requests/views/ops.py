@@ -11,7 +11,7 @@ import hmac
 import ipaddress
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.conf import settings
@@ -247,3 +247,26 @@ def metrics(request: HttpRequest) -> HttpResponse:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DsrCollector())
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+
+class ProbeMiddleware:
+    """Answers the probes before host validation, HTTPS redirect, sessions and CSRF.
+
+    Load balancers and orchestrators call ``/healthz`` and ``/readyz`` by IP address, which is not in
+    ALLOWED_HOSTS and would get a 400. The probes reveal nothing, so they skip those checks; ``/metrics`` does
+    too, but only when a token guards it: without one, the loopback rule relies on host validation to stop a
+    DNS-rebinding page in a local browser from reading it. First in MIDDLEWARE.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        path = request.path_info
+        if path == "/healthz":
+            return healthz(request)
+        if path == "/readyz":
+            return readyz(request)
+        if path == "/metrics" and settings.METRICS_TOKEN:
+            return metrics(request)
+        return self.get_response(request)

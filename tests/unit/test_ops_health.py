@@ -142,3 +142,19 @@ def test_readyz_goes_503_when_redis_stops_and_recovers_when_it_is_back(client, s
     response = client.get("/readyz")
     assert response.status_code == 200, response.content
     assert response.json()["checks"]["broker"] == "ok"
+
+
+def test_probes_answer_by_ip_address_that_is_not_an_allowed_host(client):
+    # Load balancers probe by IP; the probes must not get Django's 400 for an unknown Host header.
+    assert client.get("/healthz", HTTP_HOST="10.0.0.7:8000").status_code == 200
+    assert client.get("/readyz", HTTP_HOST="10.0.0.7:8000").status_code == 200
+    assert client.get("/admin/login/", HTTP_HOST="10.0.0.7:8000").status_code == 400
+
+
+def test_metrics_skip_host_validation_only_when_a_token_guards_them(client, settings):
+    settings.METRICS_TOKEN = ""
+    # Without a token the loopback rule relies on host validation (a DNS-rebinding page in a local browser).
+    assert client.get("/metrics", HTTP_HOST="rebound.example:8000").status_code == 400
+    settings.METRICS_TOKEN = "scrape-secret-123"
+    response = client.get("/metrics", HTTP_HOST="10.0.0.7:8000", HTTP_AUTHORIZATION="Bearer scrape-secret-123")
+    assert response.status_code == 200

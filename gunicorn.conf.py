@@ -1,0 +1,57 @@
+"""gunicorn settings for the web processes (``gunicorn compliance.wsgi -c gunicorn.conf.py``).
+
+Everything can be overridden from the environment (see the README's Production section). Sync workers suit a
+Django app whose slow work happens in Celery: each request is short and holds one database connection.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
+# The usual (2 x cores) + 1, capped: each worker keeps a PostgreSQL connection open (CONN_MAX_AGE).
+workers = int(os.environ.get("WEB_CONCURRENCY", min(2 * multiprocessing.cpu_count() + 1, 9)))
+worker_class = "sync"
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = 30
+keepalive = 5
+# Recycle workers now and then so that a slow leak cannot grow for ever; jitter keeps them from all
+# restarting at once.
+max_requests = 2000
+max_requests_jitter = 200
+# The app's own middleware and database connections are not fork-safe to share: load it in each worker.
+preload_app = False
+# Heartbeat files on a RAM disk: a container's overlay filesystem can stall them and get workers killed.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108 - heartbeat files only
+# Only a reverse proxy on these addresses may set X-Forwarded-Proto (Django's SECURE_PROXY_SSL_HEADER).
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+
+# No access log: paths carry signed verification and download links. Errors and the app's own logs (with
+# references, never personal data) go to stderr, JSON in production like the app's.
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+_production = os.environ.get("DJANGO_ENV", "development") == "production"
+_format = os.environ.get("LOG_FORMAT", "json" if _production else "text")
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {"()": "gdpr_requests.logging.JsonFormatter"},
+        "text": {"()": "gdpr_requests.logging.TextFormatter"},
+    },
+    "filters": {"redact": {"()": "gdpr_requests.logging.RedactFilter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": _format,
+            "filters": ["redact"],
+            "stream": "ext://sys.stderr",
+        }
+    },
+    "loggers": {
+        "gunicorn.error": {"handlers": ["console"], "level": loglevel.upper(), "propagate": False},
+        "gunicorn.access": {"handlers": [], "propagate": False},
+    },
+}
