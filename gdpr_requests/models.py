@@ -220,6 +220,13 @@ class MixpanelTask(models.Model):
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     claimed_until = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=500, blank=True)
+    # Pipeline: the subject withdrew; cancel at Mixpanel (DELETE) at the next step.
+    cancel_requested = models.BooleanField(default=False)
+    # Pipeline: a worker is running a step of this task until then (a crashed worker's lease just runs out).
+    running_until = models.DateTimeField(null=True, blank=True)
+    # Pipeline: a retrieval's result link between SUCCESS and the download. It opens the subject's export
+    # without authentication, so it is encrypted and cleared once the file is stored.
+    result_url = EncryptedTextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     submitted_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -234,6 +241,18 @@ class MixpanelTask(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} task {self.tracking_id or '#' + str(self.pk)}"
+
+
+class RateLimitSlot(models.Model):
+    """The pipeline's per project+credential rate limit when no Redis is configured (mixpanel/ratelimit.py):
+    the next moment a call may start, taken with a conditional UPDATE."""
+
+    key = models.CharField(max_length=100, unique=True)
+    available_at = models.DateTimeField()
+    waits = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"rate limit slot {self.pk}"
 
 
 class TaskRequestLink(models.Model):
