@@ -265,6 +265,12 @@ MIXPANEL_SANDBOX_FAULT_FAILURE = env.float("MIXPANEL_SANDBOX_FAULT_FAILURE", def
 GDPR_DISPATCH_INTERVAL_SECONDS = env.float("GDPR_DISPATCH_INTERVAL_SECONDS", default=5.0)
 GDPR_POLL_INITIAL_SECONDS = env.float("GDPR_POLL_INITIAL_SECONDS", default=300.0)
 GDPR_POLL_MAX_SECONDS = env.float("GDPR_POLL_MAX_SECONDS", default=21600.0)
+# Pipeline: a deletion task that is not yet full waits this long for more approved requests to join it.
+GDPR_DELETION_COALESCE_SECONDS = env.float("GDPR_DELETION_COALESCE_SECONDS", default=30.0)
+# Pipeline: checks on a retrieval's result archive (gdpr_requests/mixpanel/archive.py).
+MIXPANEL_EXPORT_MAX_ENTRIES = env.int("MIXPANEL_EXPORT_MAX_ENTRIES", default=10000)
+MIXPANEL_EXPORT_MAX_UNCOMPRESSED_BYTES = env.int("MIXPANEL_EXPORT_MAX_UNCOMPRESSED_BYTES", default=2 * 1024**3)
+MIXPANEL_EXPORT_MAX_RATIO = env.float("MIXPANEL_EXPORT_MAX_RATIO", default=200.0)
 CREDENTIAL_EXPIRY_WARNING_DAYS = (30, 7, 1)
 
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
