@@ -1,0 +1,185 @@
+"""The evidence pack for one request: what happened to it, who did it, and how to check it against the trail.
+
+The pack is plain JSON-ready data (the JSON twin is this data as it is; the PDF renders it). It carries as
+little personal data as the proof needs: the reference, facts and dates, and a prefix of the keyed email hash
+that links the request to the trail's ``request.created`` event; never the name, the email or the distinct
+ids. Its audit events are exported whole, with their hashes, and each event's HMAC is re-checked when the pack
+is built, so a reader with the chain key can check them again, and against a full trail export, whose header
+names the same chain head.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+from datetime import date, datetime
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from .. import audit
+from ..models import ApiCall, AuditEvent, DataSubjectRequest, SubjectExport, TaskRequestLink
+from .summary import ANSWERED_STATES
+
+SCHEMA = "dsr-evidence-pack/1"
+EMAIL_HASH_PREFIX_LENGTH = 16  # the same prefix the request.created audit event records
+REFERENCE_RE = re.compile(r"^DSR-[0-9A-Z]{4}-[0-9A-Z]{4}$")
+
+
+class EvidenceNotFound(LookupError):
+    """No request has that reference (the message is fit to show a user)."""
+
+
+def normalise_reference(value: str) -> str:
+    """Upper-case and trim a typed reference; raise ValueError when it cannot be one."""
+    reference = (value or "").strip().upper()
+    if not REFERENCE_RE.match(reference):
+        raise ValueError("A reference looks like DSR-7K4Q-9XWM.")
+    return reference
+
+
+def _dt(value: datetime | None) -> str | None:
+    return None if value is None else timezone.localtime(value).isoformat(timespec="seconds")
+
+
+def _d(value: date | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def build_evidence_pack(*, reference: str, generated_by: str = "", now: datetime | None = None) -> dict[str, Any]:
+    """Collect the evidence for the request ``reference`` (raises EvidenceNotFound)."""
+    request = (
+        DataSubjectRequest.objects.filter(reference=reference)
+        .select_related("verified_by", "approved_by", "extended_by")
+        .prefetch_related("projects")
+        .first()
+    )
+    if request is None:
+        raise EvidenceNotFound(f"No request has the reference {reference}.")
+    now = now or timezone.now()
+    head_sequence, head_hash = audit.chain_head()
+    events = [audit.event_record(event) for event in AuditEvent.objects.filter(request_reference=reference)]
+    key = settings.AUDIT_CHAIN_KEY.encode()
+    unverified = [
+        record["sequence"]
+        for record in events
+        if not hmac.compare_digest(audit.compute_hash(record["prev_hash"], record, key=key), record["hash"])
+    ]
+    closed_on_time = None
+    if request.closed_at is not None and request.status in ANSWERED_STATES:
+        closed_on_time = timezone.localtime(request.closed_at).date() <= request.due_at
+
+    return {
+        "schema": SCHEMA,
+        "organisation": settings.ORGANISATION_NAME,
+        "generated_at": _dt(now),
+        "generated_by": generated_by,
+        "request": {
+            "reference": request.reference,
+            "kind": request.kind,
+            "regulation": request.regulation,
+            "disclosure_type": request.disclosure_type,
+            "channel": request.channel,
+            "status": request.status,
+            "email_hash_prefix": request.email_hash[:EMAIL_HASH_PREFIX_LENGTH],
+            "distinct_id_count": len(request.distinct_ids or []),
+            "projects": sorted(project.name for project in request.projects.all()),
+            "received_at": _dt(request.received_at),
+            "verified_at": _dt(request.verified_at),
+            "verified_by": request.verified_by.get_username() if request.verified_by else "",
+            "approved_at": _dt(request.approved_at),
+            "approved_by": request.approved_by.get_username() if request.approved_by else "",
+            "closed_at": _dt(request.closed_at),
+            "original_due_at": _d(request.original_due_at),
+            "due_at": _d(request.due_at),
+            "extended_at": _dt(request.extended_at),
+            "extended_by": request.extended_by.get_username() if request.extended_by else "",
+            "extension_reason": request.extension_reason,
+            "rejection_reason": request.rejection_reason,
+            "closed_on_time": closed_on_time,
+            "personal_data_purged_at": _dt(request.purged_at),
+        },
+        "timeline": events,
+        "tasks": _tasks(request),
+        "export": _export(request),
+        "chain": {
+            "head_sequence": head_sequence,
+            "head_hash": head_hash,
+            "genesis_hash": audit.GENESIS_HASH,
+            "request_event_count": len(events),
+            "request_events_verified": not unverified,
+            "unverified_sequences": unverified,
+            "algorithm": "HMAC-SHA256(key, prev_hash + canonical JSON of the event without sequence and hashes)",
+        },
+    }
+
+
+def _tasks(request: DataSubjectRequest) -> list[dict[str, Any]]:
+    links = (
+        TaskRequestLink.objects.filter(request=request)
+        .select_related("task", "task__project")
+        .order_by("task__created_at", "task_id")
+    )
+    tasks = [link.task for link in links]
+    served: dict[int, int] = {}
+    for task_id in TaskRequestLink.objects.filter(task__in=tasks).values_list("task_id", flat=True):
+        served[task_id] = served.get(task_id, 0) + 1
+    calls: dict[int, list[dict[str, Any]]] = {}
+    for call in ApiCall.objects.filter(task__in=tasks).order_by("created_at", "id"):
+        calls.setdefault(call.task_id, []).append(
+            {
+                "at": _dt(call.created_at),
+                "operation": call.operation,
+                "http_status": call.http_status,
+                "outcome": call.outcome,
+                "duration_ms": call.duration_ms,
+            }
+        )
+    return [
+        {
+            "id": task.pk,
+            "parent_id": task.parent_id,
+            "project": task.project.name,
+            "kind": task.kind,
+            "compliance_type": task.compliance_type,
+            "disclosure_type": task.disclosure_type,
+            "tracking_id": task.tracking_id,
+            "state": task.state,
+            "remote_status": task.remote_status,
+            "status_history": task.status_history,
+            "requesting_user": task.requesting_user,
+            "attempts": task.attempts,
+            "polls": task.polls,
+            "distinct_id_count": len(task.distinct_ids or []),
+            "requests_served": served.get(task.pk, 0),
+            "created_at": _dt(task.created_at),
+            "submitted_at": _dt(task.submitted_at),
+            "finished_at": _dt(task.finished_at),
+            "last_error": task.last_error,
+            "api_calls": calls.get(task.pk, []),
+        }
+        for task in tasks
+    ]
+
+
+def _export(request: DataSubjectRequest) -> dict[str, Any] | None:
+    export = SubjectExport.objects.filter(request=request).first()
+    if export is None:
+        return None
+    return {
+        "sha256": export.sha256,
+        "size": export.size,
+        "content_type": export.content_type,
+        "created_at": _dt(export.created_at),
+        "expires_at": _dt(export.expires_at),
+        "deleted_at": _dt(export.deleted_at),
+        "download_count": export.download_count,
+        "last_downloaded_at": _dt(export.last_downloaded_at),
+    }
+
+
+def evidence_json(pack: dict[str, Any]) -> bytes:
+    """The JSON twin of a pack: UTF-8, indented, keys in the builder's order."""
+    return (json.dumps(pack, indent=2, ensure_ascii=False, default=str) + "\n").encode()
