@@ -170,6 +170,8 @@ SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+# A friendly page (not Django's debug text) when a form's CSRF check fails, e.g. after cookies were cleared.
+CSRF_FAILURE_VIEW = "gdpr_requests.views.portal.csrf_failure"
 if PRODUCTION:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
@@ -246,6 +248,8 @@ DSR_DUPLICATE_WINDOW_DAYS = env.int("DSR_DUPLICATE_WINDOW_DAYS", default=30)
 DSR_STUCK_HOURS = env.int("DSR_STUCK_HOURS", default=72)
 DSR_STATUS_LINK_DAYS = env.int("DSR_STATUS_LINK_DAYS", default=400)
 DSR_PUBLIC_RATE_LIMITS_ENABLED = env.bool("DSR_PUBLIC_RATE_LIMITS_ENABLED", default=True)
+# Behind N reverse proxies, the portal's rate limits key on the Nth address from the right of X-Forwarded-For.
+DSR_TRUSTED_PROXY_HOPS = env.int("DSR_TRUSTED_PROXY_HOPS", default=0)
 
 # --- Mixpanel -----------------------------------------------------------------------------------------
 MIXPANEL_INTEGRATION_ID = env.str("MIXPANEL_INTEGRATION_ID", default="privacy-request-manager")
@@ -298,6 +302,10 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": GDPR_DISPATCH_INTERVAL_SECONDS,
     },
     "expire-unverified-requests": {"task": "gdpr_requests.tasks.expire_unverified_requests", "schedule": 3600.0},
+    "send-pending-subject-emails": {
+        "task": "gdpr_requests.tasks.send_pending_subject_notifications",
+        "schedule": 300.0,
+    },
     "delete-expired-exports": {"task": "gdpr_requests.tasks.delete_expired_exports", "schedule": 3600.0},
     "staff-alerts": {"task": "gdpr_requests.tasks.send_staff_alerts", "schedule": 900.0},
     "staff-daily-digest": {"task": "gdpr_requests.tasks.send_staff_digest", "schedule": 24 * 3600.0},

@@ -57,6 +57,14 @@ def expire_unverified_requests() -> None:
 
 
 @shared_task(**TASK_OPTIONS)
+def send_pending_subject_notifications() -> None:
+    """Queue again the subject emails whose message was lost (the rows say which)."""
+    from . import notifications
+
+    notifications.send_pending()
+
+
+@shared_task(**TASK_OPTIONS)
 def delete_expired_exports() -> None:
     from . import exports
 

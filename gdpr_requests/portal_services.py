@@ -1,0 +1,262 @@
+"""Writes made on behalf of the public portal: submission (with duplicate linking), fresh links, withdrawal,
+one-time download codes and counted downloads.
+
+Each is a keyword-only service that audits in its own transaction, like services.py (which it builds on).
+Emails go out through notifications.notify_after_commit: ids and an event name only reach the broker.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+from django.utils.crypto import constant_time_compare, salted_hmac
+
+from . import services, states
+from .audit import Actor, audit_record
+from .crypto import email_hash
+from .models import Channel, DataSubjectRequest, RequestKind, SubjectExport
+from .notifications import notify_after_commit
+
+CODE_DIGITS = 6
+CODE_LIFETIME = timedelta(minutes=15)
+CODE_MAX_ATTEMPTS = 5
+# Resending links covers at most this many open requests of one person (a person has one or two).
+RESEND_MAX_REQUESTS = 5
+
+
+@dataclass(frozen=True)
+class Submission:
+    request: DataSubjectRequest
+    duplicate: bool
+
+
+def _lock_email(hashed: str) -> None:
+    """Serialise submissions from one email so two quick ones cannot both miss the duplicate check.
+
+    PostgreSQL: a transaction-scoped advisory lock on the hash. SQLite's IMMEDIATE transaction already holds
+    the database's write lock.
+    """
+    if connection.vendor == "postgresql":
+        key = int.from_bytes(bytes.fromhex(hashed[:16]), "big", signed=True)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+
+
+def open_duplicate(*, hashed: str, kind: str) -> DataSubjectRequest | None:
+    """The most recent open request of ``kind`` from this email hash within DSR_DUPLICATE_WINDOW_DAYS."""
+    since = timezone.now() - timedelta(days=settings.DSR_DUPLICATE_WINDOW_DAYS)
+    return (
+        DataSubjectRequest.objects.filter(
+            email_hash=hashed, kind=kind, status__in=states.OPEN_STATES, received_at__gte=since
+        )
+        .order_by("-received_at", "-pk")
+        .first()
+    )
+
+
+def request_submit(
+    *,
+    kind: str,
+    regulation: str,
+    email: str,
+    name: str = "",
+    distinct_ids: list[str] | tuple[str, ...] = (),
+    disclosure_type: str = "",
+    message: str = "",
+) -> Submission:
+    """Take a request from the web form, or link it to the person's open request of the same kind.
+
+    A duplicate is not a new row: the existing request gets an audit event and the person an email with its
+    status link. Either way one audit event is written and one email is queued, so the two paths cost the
+    same and the response (made by the caller) cannot tell them apart.
+    """
+    hashed = email_hash(email)
+    with transaction.atomic():
+        _lock_email(hashed)
+        existing = open_duplicate(hashed=hashed, kind=kind)
+        if existing is not None:
+            event = audit_record(
+                action="request.duplicate_submitted",
+                actor=Actor.subject(),
+                request_reference=existing.reference,
+                payload={"channel": Channel.WEB, "kind": kind, "regulation": regulation},
+            )
+            notify_after_commit(request_id=existing.pk, event=f"duplicate:{event.pk}")
+            return Submission(existing, duplicate=True)
+        dsr = services.request_create(
+            kind=kind,
+            regulation=regulation,
+            email=email,
+            name=name,
+            distinct_ids=distinct_ids,
+            disclosure_type=disclosure_type,
+            message=message,
+            channel=Channel.WEB,
+            actor=Actor.subject(),
+        )
+        notify_after_commit(request_id=dsr.pk, event="created")
+    return Submission(dsr, duplicate=False)
+
+
+def request_rotate_links(*, request: DataSubjectRequest, why: str) -> DataSubjectRequest:
+    """Give the request a new link nonce: every link issued before stops working."""
+    with transaction.atomic():
+        nonce = secrets.token_hex(8)
+        DataSubjectRequest.objects.filter(pk=request.pk).update(link_nonce=nonce, updated_at=timezone.now())
+        audit_record(
+            action="request.links_rotated", actor=Actor.subject(), request_reference=request.reference,
+            payload={"why": why},
+        )
+    request.link_nonce = nonce
+    return request
+
+
+def request_resend_links(*, email: str) -> int:
+    """Send fresh links for the open requests of this email (older links stop working). Returns how many.
+
+    Unverified requests get a new confirmation link, the others a new status link. Nothing tells the caller
+    whether the email was known: the view shows the same page either way.
+    """
+    hashed = email_hash(email)
+    sent = 0
+    with transaction.atomic():
+        matches = list(
+            DataSubjectRequest.objects.filter(email_hash=hashed, status__in=states.OPEN_STATES)
+            .order_by("-received_at")[:RESEND_MAX_REQUESTS]
+        )
+        for dsr in matches:
+            dsr.link_nonce = secrets.token_hex(8)
+            DataSubjectRequest.objects.filter(pk=dsr.pk).update(link_nonce=dsr.link_nonce, updated_at=timezone.now())
+            event = audit_record(
+                action="request.links_resent",
+                actor=Actor.subject(),
+                request_reference=dsr.reference,
+                payload={"status": dsr.status},
+            )
+            notify_after_commit(request_id=dsr.pk, event=f"resend:{event.pk}")
+            sent += 1
+        if not matches:
+            # Recorded so that probing for addresses shows up in the trail (and the path costs a write too).
+            audit_record(action="portal.resend_unmatched", actor=Actor.subject(), payload={"email_hash": hashed[:16]})
+    return sent
+
+
+def withdrawal_blocker(request: DataSubjectRequest) -> str:
+    """Why the subject cannot withdraw the request now ("" when they can)."""
+    if request.status not in states.OPEN_STATES:
+        return "This request is closed, so there is nothing left to withdraw."
+    try:
+        from . import pipeline
+    except ModuleNotFoundError as exc:  # the pipeline is optional for the portal's own checks
+        if exc.name != "gdpr_requests.pipeline":
+            raise
+        return ""
+    blocker = getattr(pipeline, "request_withdrawal_blocker", None)
+    return blocker(request) if blocker is not None else ""
+
+
+def request_withdraw(*, request: DataSubjectRequest) -> DataSubjectRequest:
+    """The subject withdraws their request from the status page (ServiceError when it is too late)."""
+    reason = withdrawal_blocker(request)
+    if reason:
+        raise services.ServiceError(reason)
+    return services.request_cancel(request=request, actor=Actor.subject(), reason="Withdrawn by the requester.")
+
+
+# --- One-time download codes ----------------------------------------------------------------------------
+class CodeResult(StrEnum):
+    OK = "ok"
+    WRONG = "wrong"
+    LOCKED = "locked"
+    EXPIRED = "expired"
+    NO_CODE = "no_code"
+    GONE = "gone"
+
+
+def _code_hash(export: SubjectExport, code: str) -> str:
+    # Keyed with SECRET_KEY and bound to the export: a copied table reveals nothing without the key.
+    return salted_hmac("gdpr_requests.download-code", f"{export.pk}:{code}", algorithm="sha256").hexdigest()
+
+
+def export_code_request(*, export: SubjectExport) -> None:
+    """The subject asks for a download code: queue the email that carries a fresh one."""
+    with transaction.atomic():
+        event = audit_record(
+            action="export.code_requested", actor=Actor.subject(), request_reference=export.request.reference
+        )
+        notify_after_commit(request_id=export.request_id, event=f"download_code:{event.pk}")
+
+
+def export_code_issue(*, export: SubjectExport) -> str:
+    """Make a new one-time code for ``export`` (replacing any earlier one) and return it for the email.
+
+    Only its keyed hash is stored, with an expiry and a fresh attempt counter.
+    """
+    code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+    expires = timezone.now() + CODE_LIFETIME
+    with transaction.atomic():
+        SubjectExport.objects.filter(pk=export.pk).update(
+            code_hash=_code_hash(export, code), code_expires_at=expires, code_attempts=0
+        )
+        audit_record(
+            action="export.code_issued",
+            actor=Actor.system(),
+            request_reference=export.request.reference,
+            payload={"expires_at": expires.isoformat()},
+        )
+    return code
+
+
+def export_download_authorise(*, export: SubjectExport, code: str) -> CodeResult:
+    """Check a download code. The right one is used up and the download counted and audited at once."""
+    code = "".join(ch for ch in code if ch.isdigit())[: CODE_DIGITS + 1]
+    with transaction.atomic():
+        current = SubjectExport.objects.select_for_update().select_related("request").get(pk=export.pk)
+        now = timezone.now()
+        if not current.is_available:
+            return CodeResult.GONE
+        if not current.code_hash:
+            return CodeResult.NO_CODE
+        if current.code_attempts >= CODE_MAX_ATTEMPTS:
+            return CodeResult.LOCKED
+        if current.code_expires_at is None or current.code_expires_at <= now:
+            return CodeResult.EXPIRED
+        reference = current.request.reference
+        if len(code) == CODE_DIGITS and constant_time_compare(_code_hash(current, code), current.code_hash):
+            SubjectExport.objects.filter(pk=current.pk).update(
+                code_hash="",
+                code_expires_at=None,
+                code_attempts=0,
+                download_count=F("download_count") + 1,
+                last_downloaded_at=now,
+            )
+            audit_record(
+                action="export.downloaded",
+                actor=Actor.subject(),
+                request_reference=reference,
+                payload={"sha256": current.sha256, "size": current.size, "download_number": current.download_count + 1},
+            )
+            return CodeResult.OK
+        attempts = current.code_attempts + 1
+        SubjectExport.objects.filter(pk=current.pk).update(code_attempts=attempts)
+        audit_record(
+            action="export.code_rejected",
+            actor=Actor.subject(),
+            request_reference=reference,
+            payload={"attempts": attempts, "locked": attempts >= CODE_MAX_ATTEMPTS},
+        )
+        return CodeResult.LOCKED if attempts >= CODE_MAX_ATTEMPTS else CodeResult.WRONG
+
+
+def export_for(request: DataSubjectRequest) -> SubjectExport | None:
+    """The access request's export, if it ever had one."""
+    if request.kind != RequestKind.ACCESS:
+        return None
+    return SubjectExport.objects.filter(request=request).first()
