@@ -120,3 +120,15 @@ def make_request(db, system_actor):
         return services.request_create(**values)
 
     return make
+
+
+@pytest.fixture
+def celery_eager():
+    """Run Celery tasks inline, in the test's process and database, for the duration of a test."""
+    from compliance.celery import app
+
+    saved = (app.conf.task_always_eager, app.conf.task_eager_propagates)
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+    yield
+    app.conf.task_always_eager, app.conf.task_eager_propagates = saved
