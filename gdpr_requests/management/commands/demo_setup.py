@@ -36,17 +36,28 @@ class Command(BaseCommand):
             self.stdout.write("Demo admin 'admin' exists (password unchanged; reset with manage.py changepassword).")
 
         if settings.MIXPANEL_SANDBOX_ENABLED:
-            MixpanelProject.objects.get_or_create(
+            project, created = MixpanelProject.objects.get_or_create(
                 name=DEMO_PROJECT,
                 defaults={
                     "mixpanel_project_id": "1000001",
                     "project_token": "demo-sandbox-token",
                     "oauth_token": secrets.token_hex(16),
+                    "token_owner_email": "demo-owner@example.com",
                     "token_expires_on": timezone.localdate() + timedelta(days=365),
+                    # The sandbox locks retrieval archives with it, as Mixpanel does, so the demo exercises
+                    # the password-protected path.
+                    "api_secret": secrets.token_hex(16),
+                    "api_secret_changed_at": timezone.now(),
                     "residency": Residency.US,
                     "base_url_override": f"{settings.SITE_URL}/sandbox/mixpanel/api/app",
                 },
             )
+            if not created and not project.api_secret:
+                # A demo project from before the sandbox locked its archives.
+                project.api_secret = secrets.token_hex(16)
+                project.api_secret_changed_at = timezone.now()
+                project.save(update_fields=["api_secret", "api_secret_changed_at", "updated_at"])
+            self.stdout.write(f"Demo project '{DEMO_PROJECT}' talks to the sandbox at {project.base_url}.")
         if not DataSubjectRequest.objects.exists():
             actor = Actor.system("demo_setup")
             services.request_create(
