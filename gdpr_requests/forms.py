@@ -60,6 +60,13 @@ def _has_control_characters(value: str, *, allow_newlines: bool = False) -> bool
     return any(unicodedata.category(ch) == "Cc" and ch not in allowed for ch in value)
 
 
+class HoneypotField(forms.Field):
+    """Never invalid, whatever a bot puts in it: an error would tell the bot what we check."""
+
+    def clean(self, value: Any) -> str:
+        return ""
+
+
 class PortalForm(forms.Form):
     """Shared behaviour: the client's IP for rate limits, the honeypot, and field nouns for messages."""
 
@@ -67,10 +74,9 @@ class PortalForm(forms.Form):
     nouns: dict[str, str] = {}
     rate_limit_action = ""
 
-    website = forms.CharField(
+    website = HoneypotField(
         label="Leave this field empty",
         required=False,
-        max_length=200,
         widget=forms.TextInput(attrs={"autocomplete": "off", "tabindex": "-1"}),
     )
 
