@@ -60,7 +60,8 @@ ORGANISATION_NAME = env.str("ORGANISATION_NAME", default="Example Ltd")
 PRIVACY_CONTACT_EMAIL = env.str("PRIVACY_CONTACT_EMAIL", default="privacy@example.com")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # The stock admin with our site class (the staff overview on the index): gdpr_requests/admin_config.py.
+    "gdpr_requests.admin_config.PrivacyAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
