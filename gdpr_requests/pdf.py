@@ -51,6 +51,10 @@ from reportlab.platypus import (
 from .reports.summary import NO_VALUE, SEGMENTS, ComplianceSummary
 
 DEFAULT_FONT_DIR = "/usr/share/fonts/truetype/dejavu"
+# DejaVu has Latin, Greek and Cyrillic but no CJK: runs of characters it lacks are drawn with this font when it
+# is installed (Debian fonts-droid-fallback), otherwise they come out blank.
+DEFAULT_FALLBACK_FONT = "/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf"
+FALLBACK_FONT = "DroidSansFallback"
 FONT_FILES = {
     "DejaVuSans": "DejaVuSans.ttf",
     "DejaVuSans-Bold": "DejaVuSans-Bold.ttf",
@@ -92,11 +96,13 @@ class PdfFontsMissing(ImproperlyConfigured):
 
 # --- Fonts and styles ---------------------------------------------------------------------------------
 _fonts_ready = False
+_main_chars: frozenset[int] = frozenset()
+_fallback_chars: frozenset[int] = frozenset()
 
 
 def register_fonts() -> None:
     """Register the DejaVu fonts once per process (raises PdfFontsMissing with what to install)."""
-    global _fonts_ready
+    global _fonts_ready, _main_chars, _fallback_chars
     if _fonts_ready:
         return
     folder = Path(getattr(settings, "REPORTS_FONT_DIR", DEFAULT_FONT_DIR))
@@ -109,7 +115,41 @@ def register_fonts() -> None:
     for name, filename in FONT_FILES.items():
         pdfmetrics.registerFont(TTFont(name, str(folder / filename)))
     pdfmetrics.registerFontFamily(FONT, normal=FONT, bold=FONT_BOLD, italic=FONT_ITALIC, boldItalic=FONT_BOLD)
+    _main_chars = frozenset(pdfmetrics.getFont(FONT).face.charToGlyph)
+    fallback = Path(getattr(settings, "REPORTS_FALLBACK_FONT", DEFAULT_FALLBACK_FONT))
+    if fallback.is_file():
+        pdfmetrics.registerFont(TTFont(FALLBACK_FONT, str(fallback)))
+        _fallback_chars = frozenset(pdfmetrics.getFont(FALLBACK_FONT).face.charToGlyph) - _main_chars
     _fonts_ready = True
+
+
+def has_fallback_font() -> bool:
+    """Whether characters DejaVu lacks (Chinese, Japanese, Korean) can be drawn."""
+    register_fonts()
+    return bool(_fallback_chars)
+
+
+def _with_fallback(text: str) -> str:
+    """Escape ``text`` for a Paragraph, switching to the fallback font for runs of characters DejaVu lacks."""
+    if not _fallback_chars or all(ord(char) in _main_chars or char.isspace() for char in text):
+        return escape(text)
+    parts: list[str] = []
+    run: list[str] = []
+    run_is_fallback = False
+    for char in text:
+        is_fallback = ord(char) in _fallback_chars
+        if run and is_fallback != run_is_fallback:
+            parts.append(_run(run, run_is_fallback))
+            run = []
+        run.append(char)
+        run_is_fallback = is_fallback
+    parts.append(_run(run, run_is_fallback))
+    return "".join(parts)
+
+
+def _run(chars: list[str], fallback: bool) -> str:
+    text = escape("".join(chars))
+    return f'<font name="{FALLBACK_FONT}">{text}</font>' if fallback else text
 
 
 def _styles() -> dict[str, ParagraphStyle]:
@@ -120,7 +160,7 @@ def _styles() -> dict[str, ParagraphStyle]:
         "muted": ParagraphStyle("muted", parent=base, fontSize=7.5, leading=9.5, textColor=MUTED),
         "cell": ParagraphStyle("cell", parent=base, fontSize=7.5, leading=9.2),
         "cell_bold": ParagraphStyle("cell_bold", parent=base, fontName=FONT_BOLD, fontSize=7.5, leading=9.2),
-        "mono": ParagraphStyle("mono", parent=base, fontName=FONT_MONO, fontSize=6.4, leading=8),
+        "mono": ParagraphStyle("mono", parent=base, fontName=FONT_MONO, fontSize=6.2, leading=8),
         "title": ParagraphStyle("title", parent=base, fontName=FONT_BOLD, fontSize=18, leading=22, textColor=ACCENT),
         "subtitle": ParagraphStyle("subtitle", parent=base, fontSize=10, leading=13, textColor=MUTED),
         "h2": ParagraphStyle(
@@ -136,7 +176,7 @@ def _styles() -> dict[str, ParagraphStyle]:
         "h3": ParagraphStyle(
             "h3", parent=base, fontName=FONT_BOLD, fontSize=9, leading=12, spaceBefore=6, spaceAfter=2
         ),
-        "figure": ParagraphStyle("figure", parent=base, fontName=FONT_BOLD, fontSize=14, leading=17, textColor=ACCENT),
+        "figure": ParagraphStyle("figure", parent=base, fontName=FONT_BOLD, fontSize=12, leading=15, textColor=ACCENT),
         "figure_label": ParagraphStyle("figure_label", parent=base, fontSize=7, leading=9, textColor=MUTED),
     }
 
@@ -151,7 +191,7 @@ def _text(value: Any) -> str:
         value = timezone.localtime(value).strftime("%Y-%m-%d %H:%M")
     elif isinstance(value, date):
         value = value.isoformat()
-    return escape(str(value)).replace("\n", "<br/>")
+    return _with_fallback(str(value)).replace("\n", "<br/>")
 
 
 def _para(value: Any, style: ParagraphStyle) -> Paragraph:
@@ -164,6 +204,11 @@ def _markup(template: str, style: ParagraphStyle, **values: Any) -> Paragraph:
 
 
 # --- Tables -------------------------------------------------------------------------------------------
+# Cells are Paragraphs with their own fonts, but a Table still selects its default font (Helvetica) for plain
+# cells; naming ours keeps every font in the file embedded.
+_TABLE_FONT = ("FONT", (0, 0), (-1, -1), FONT, 8)
+
+
 def _table(
     header: Sequence[str],
     rows: Iterable[Sequence[Any]],
@@ -180,6 +225,7 @@ def _table(
     scale = CONTENT_WIDTH / sum(widths)
     table = Table(data, colWidths=[w * scale for w in widths], repeatRows=1, hAlign="LEFT")
     commands: list[tuple[Any, ...]] = [
+        _TABLE_FONT,
         ("BACKGROUND", (0, 0), (-1, 0), HEADER_FILL),
         ("LINEBELOW", (0, 0), (-1, 0), 0.8, ACCENT),
         ("LINEBELOW", (0, 1), (-1, -1), 0.25, RULE),
@@ -211,6 +257,7 @@ def _facts(
     table.setStyle(
         TableStyle(
             [
+                _TABLE_FONT,
                 ("LINEBELOW", (0, 0), (-1, -1), 0.25, RULE),
                 ("VALIGN", (0, 0), (-1, -1), "TOP"),
                 ("TOPPADDING", (0, 0), (-1, -1), 2.5),
@@ -230,11 +277,17 @@ def _key_figures(figures: Sequence[tuple[str, str]], styles: dict[str, Paragraph
     for start in range(0, len(cells), per_row):
         chunk = cells[start : start + per_row]
         chunk += [["", ""]] * (per_row - len(chunk))
-        rows.append([Table([[value], [label]], colWidths=[CONTENT_WIDTH / per_row - 8]) for value, label in chunk])
+        rows.append(
+            [
+                Table([[value], [label]], colWidths=[CONTENT_WIDTH / per_row - 8], style=[_TABLE_FONT])
+                for value, label in chunk
+            ]
+        )
     table = Table(rows, colWidths=[CONTENT_WIDTH / per_row] * per_row, hAlign="LEFT")
     table.setStyle(
         TableStyle(
             [
+                _TABLE_FONT,
                 ("BOX", (0, 0), (-1, -1), 0.5, RULE),
                 ("INNERGRID", (0, 0), (-1, -1), 0.5, RULE),
                 ("BACKGROUND", (0, 0), (-1, -1), ZEBRA),
@@ -270,11 +323,11 @@ def _bar_chart(
 ) -> Drawing:
     register_fonts()
     width, height = CONTENT_WIDTH, 62 * mm
-    drawing = Drawing(width, height)
+    drawing = Drawing(width, height, initialFontName=FONT, initialFontSize=8)
     drawing.add(String(0, height - 10, title, fontName=FONT_BOLD, fontSize=9, fillColor=INK))
     chart = VerticalBarChart()
     chart.x, chart.y = 34, 30
-    chart.width, chart.height = width - 34 - 130, height - 52
+    chart.width, chart.height = width - 34 - 130, height - 62
     # ReportLab needs at least one number per series; an empty period draws an empty axis.
     chart.data = [[value if value is not None else 0 for value in values] or [0] for values in series] or [[0]]
     chart.categoryAxis.categoryNames = categories or [""]
@@ -375,6 +428,8 @@ class _NumberedCanvas(rl_canvas.Canvas):
     """Defers page output so each footer can say "page X of Y"."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Otherwise every page names Helvetica as its starting font, a font the document never uses.
+        kwargs["initialFontName"] = kwargs.get("initialFontName") or FONT
         super().__init__(*args, **kwargs)
         self._saved_pages: list[dict[str, Any]] = []
 
@@ -433,6 +488,10 @@ def _stamp(value: datetime) -> str:
 
 
 # --- Compliance summary -------------------------------------------------------------------------------
+def _pairs(received: Sequence[int], closed: Sequence[int]) -> list[str]:
+    return [f"{a} / {b}" for a, b in zip(received, closed, strict=True)]
+
+
 def render_summary_pdf(summary: ComplianceSummary, *, deterministic: bool = False) -> bytes:
     """The compliance summary as a PDF (same builder output, same formatted numbers as the HTML page)."""
     register_fonts()
@@ -460,32 +519,27 @@ def render_summary_pdf(summary: ComplianceSummary, *, deterministic: bool = Fals
     charts = summary_charts(summary)
 
     story += [_para("Requests received and closed", s["h2"]), charts["received"], Spacer(1, 4), charts["closed"]]
-    segment_titles = [segment.label for segment in SEGMENTS]
     story += [
         CondPageBreak(60 * mm),
-        _para(f"Per {summary.granularity}: received | closed by kind and regulation", s["h3"]),
+        _para(f"Per {summary.granularity}: received / closed by kind and regulation", s["h3"]),
         _table(
+            [summary.bucket_noun, *[segment.label for segment in SEGMENTS], "Total"],
             [
-                summary.bucket_noun,
-                *[f"In: {t}" for t in segment_titles],
-                "In total",
-                *[f"Out: {t}" for t in segment_titles],
-                "Out total",
-            ],
-            [
-                [bucket.label, *bucket.received_cells, bucket.received_total, *bucket.closed_cells, bucket.closed_total]
+                [
+                    bucket.label,
+                    *_pairs(bucket.received_cells, bucket.closed_cells),
+                    f"{bucket.received_total} / {bucket.closed_total}",
+                ]
                 for bucket in summary.buckets
             ]
             + [
                 [
-                    "Period",
-                    *summary.received_by_segment.values(),
-                    summary.received_total,
-                    *summary.closed_by_segment.values(),
-                    summary.closed_total,
+                    _para("Period", s["cell_bold"]),
+                    *_pairs(list(summary.received_by_segment.values()), list(summary.closed_by_segment.values())),
+                    _para(f"{summary.received_total} / {summary.closed_total}", s["cell_bold"]),
                 ]
             ],
-            [3.2, 1.4, 1.4, 1.4, 1.4, 1.2, 1.4, 1.4, 1.4, 1.4, 1.2],
+            [3, 1.6, 1.6, 1.6, 1.6, 1.4],
             styles=s,
         ),
         Spacer(1, 4),
@@ -557,7 +611,7 @@ def render_summary_pdf(summary: ComplianceSummary, *, deterministic: bool = Fals
                     ]
                     for r in rows
                 ],
-                [2, 1.2, 1.1, 1.4, 1.3, 2, 1.2],
+                [2, 1.1, 1.4, 1.4, 1.3, 2, 1.2],
                 styles=s,
                 highlight=lambda index: rows[index]["overdue"],
             )
@@ -576,7 +630,7 @@ def render_summary_pdf(summary: ComplianceSummary, *, deterministic: bool = Fals
                     [r["reference"], r["regulation"], r["extended_on"], r["original_due_at"], r["due_at"], r["reason"]]
                     for r in summary.extensions
                 ],
-                [1.9, 1.1, 1.4, 1.4, 1.4, 4.5],
+                [1.9, 1.4, 1.5, 1.3, 1.3, 4.2],
                 styles=s,
             )
         )
@@ -597,14 +651,13 @@ def render_summary_pdf(summary: ComplianceSummary, *, deterministic: bool = Fals
         story.append(_para("No request was rejected in the period.", s["body"]))
 
     story += [CondPageBreak(50 * mm), _para("Mixpanel tasks created in the period", s["h2"])]
-    state_names = [name for name, _count in summary.task_outcomes[0]["states"]] if summary.task_outcomes else []
+    kinds, state_rows = summary.task_state_table()
     story.append(
         _table(
-            ["Kind", *state_names, "Total"],
-            [[row["kind"], *[count for _name, count in row["states"]], row["total"]] for row in summary.task_outcomes],
-            [1.6, *[1.0] * len(state_names), 0.8],
+            ["State", *kinds, "Total"],
+            [[state, *counts, total] for state, counts, total in state_rows],
+            [3, *[1.2] * len(kinds), 1.2],
             styles=s,
-            cell_style="small" if len(state_names) < 8 else "cell",
         )
     )
     if summary.task_failures:
@@ -625,7 +678,7 @@ def render_summary_pdf(summary: ComplianceSummary, *, deterministic: bool = Fals
                     ]
                     for r in summary.task_failures
                 ],
-                [0.7, 1.5, 1.1, 2.2, 1.4, 1.1, 0.9, 3],
+                [0.7, 1.5, 1.1, 2, 1.4, 1.1, 1.3, 3],
                 styles=s,
             ),
         ]
@@ -794,7 +847,7 @@ def render_evidence_pdf(pack: dict[str, Any], *, deterministic: bool = False) ->
                 ]
                 for e in pack["timeline"]
             ],
-            [0.7, 1.9, 1.8, 2.1, 4],
+            [0.6, 1.9, 1.7, 2.5, 3.8],
             styles=s,
         )
     )
@@ -874,13 +927,13 @@ def render_evidence_pdf(pack: dict[str, Any], *, deterministic: bool = False) ->
             [
                 [
                     e["sequence"],
-                    e["occurred_at"],
+                    _para(e["occurred_at"], s["mono"]),
                     e["action"],
                     Paragraph(f"{escape(e['prev_hash'])}<br/>{escape(e['hash'])}", s["mono"]),
                 ]
                 for e in pack["timeline"]
             ],
-            [0.6, 2.6, 1.9, 4.9],
+            [0.5, 2.6, 1.7, 5.2],
             styles=s,
         )
     )

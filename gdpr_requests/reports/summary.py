@@ -173,6 +173,18 @@ class ComplianceSummary:
             ("Overdue now", str(self.overdue_count)),
         ]
 
+    def task_state_table(self) -> tuple[list[str], list[tuple[str, list[int], int]]]:
+        """Task counts with one row per state and one column per kind, plus a total row."""
+        kinds = [row["kind"] for row in self.task_outcomes]
+        states_seen = [name for name, _count in self.task_outcomes[0]["states"]] if self.task_outcomes else []
+        rows = []
+        for index, state in enumerate(states_seen):
+            counts = [row["states"][index][1] for row in self.task_outcomes]
+            rows.append((state, counts, sum(counts)))
+        totals = [row["total"] for row in self.task_outcomes]
+        rows.append(("Total", totals, sum(totals)))
+        return kinds, rows
+
     def scope(self) -> dict[str, str]:
         """What the report covers, for its audit event."""
         return {
