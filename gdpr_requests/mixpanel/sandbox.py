@@ -291,14 +291,19 @@ def archive_members(task: SandboxTask, *, now: datetime | None = None) -> dict[s
         profiles: list[dict[str, Any]] = []
         for distinct_id in task.distinct_ids:
             rng = random.Random(f"{task.tracking_id}:{distinct_id}")
-            events.extend(_events_for(rng, distinct_id, since=since, until=until))
+            own_events = _events_for(rng, distinct_id, since=since, until=until)
+            events.extend(own_events)
+            times = [event["properties"]["time"] for event in own_events]
             profiles.append(
                 {
                     "$distinct_id": distinct_id,
                     "$properties": {
+                        "$created": _iso(datetime.fromtimestamp(min(times), UTC)),
+                        "$last_seen": _iso(datetime.fromtimestamp(max(times), UTC)),
                         "$city": rng.choice(_CITIES),
-                        "$last_seen": until.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds"),
                         "plan": rng.choice(("free", "pro", "enterprise")),
+                        "lifetime_value": round(rng.uniform(0, 5000), 2),
+                        "sessions": rng.randint(1, 400),
                     },
                 }
             )
@@ -309,11 +314,16 @@ def archive_members(task: SandboxTask, *, now: datetime | None = None) -> dict[s
         "compliance_type": task.compliance_type,
         "disclosure_type": disclosure,
         "distinct_id_count": len(task.distinct_ids),
-        "generated_at": now.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds"),
+        "generated_at": _iso(now),
         "files": sorted(members),
         "note": "Synthetic data from the built-in Mixpanel sandbox.",
     }
     return {"manifest.json": _dump(manifest), **members}
+
+
+def _iso(moment: datetime) -> str:
+    # Mixpanel's style: ISO time in UTC without a zone.
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
 
 
 def _dump(value: Any) -> bytes:
@@ -503,7 +513,7 @@ def _deletion_payload(task: SandboxTask, project: MixpanelProject, status: str) 
         "requesting_user": project.token_owner_email or DEMO_REQUESTING_USER,
         "compliance_type": compliance_type,
         "project_id": _numeric_project_id(task.project or project),
-        "date_requested": task.created_at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds"),
+        "date_requested": _iso(task.created_at),
         "distinct_ids": task.distinct_ids,
     }
 

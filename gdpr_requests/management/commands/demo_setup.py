@@ -72,4 +72,4 @@ class Command(BaseCommand):
             )
             services.request_create(kind="deletion", regulation="gdpr", email="alan@example.org", actor=actor,
                                     received_at=timezone.now() - timedelta(days=20))
-        self.stdout.write(f"Open http://127.0.0.1:8000/admin/ (portal at {settings.SITE_URL}/).")
+        self.stdout.write(f"Open {settings.SITE_URL}/admin/ (portal at {settings.SITE_URL}/).")
