@@ -1,0 +1,639 @@
+"""One step of one Mixpanel task: submit, poll, cancel or download, whichever its state calls for.
+
+``task_step`` is idempotent and safe to run twice at once: it first takes the task with a conditional UPDATE
+of ``running_until`` (a lease; a crashed worker's task is due again once it passes), then a slot from the
+project's rate limiter (none free: the task is rescheduled for when one frees, nobody sleeps), then makes its
+one HTTP call outside any transaction, and writes the outcome and its audit events in one transaction.
+
+``attempts`` counts the unsuccessful attempts in a row of the current phase. It goes up before each call and
+back to 0 on success, so a step that crashes mid-call counts too, and MIXPANEL_MAX_ATTEMPTS ends any loop.
+For a PENDING_SUBMIT task it also marks that a create was sent: planning no longer adds ids to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+import zipfile
+from typing import Any
+
+import requests
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from .. import exports
+from ..crypto import DecryptionError
+from ..mixpanel import archive, ratelimit
+from ..mixpanel.client import (
+    CONFLICT,
+    CREDENTIAL,
+    NOT_FOUND,
+    RATE_LIMITED,
+    TRANSIENT,
+    DeletionStatus,
+    MixpanelError,
+    RetrievalStatus,
+)
+from ..models import (
+    CredentialStatus,
+    DataSubjectRequest,
+    MixpanelProject,
+    MixpanelTask,
+    SubjectExport,
+    TaskRequestLink,
+    TaskState,
+)
+from .common import (
+    CANCEL_REFUSED,
+    CANCELLABLE_REMOTE,
+    DISPATCHABLE,
+    FAILURE,
+    LINKED_BY_CONFLICT,
+    REMOTE_NOT_FOUND,
+    REVOKED,
+    STEP_LEASE_SECONDS,
+    SUCCESS,
+    UNKNOWN,
+    after,
+    backoff_seconds,
+    build_client,
+    download_hosts,
+    finish_step,
+    history,
+    is_deletion,
+    live_ids,
+    live_requests,
+    logger,
+    poll_delay,
+    project_folder,
+    settle_requests,
+    task_audit,
+)
+from .credentials import credential_failed
+
+SUBMIT, POLL, CANCEL, DOWNLOAD = "submit", "poll", "cancel", "download"
+
+
+def task_step(*, task_id: int) -> str:
+    """Do what the task's state calls for, once. Returns a word for logs and tests: what happened."""
+    now = timezone.now()
+    taken = (
+        MixpanelTask.objects.filter(pk=task_id, state__in=DISPATCHABLE, next_attempt_at__lte=now)
+        .filter(Q(running_until__isnull=True) | Q(running_until__lte=now))
+        .update(running_until=after(STEP_LEASE_SECONDS, now))
+    )
+    if not taken:
+        return "skipped"  # not due, not active, or another worker has it: a duplicate message
+    task = MixpanelTask.objects.select_related("project").get(pk=task_id)
+    project = task.project
+    if project.credential_status == CredentialStatus.FAILING:
+        with transaction.atomic():
+            task.state = TaskState.PAUSED
+            finish_step(task, next_at=None, fields=["state"])
+            task_audit(task, "task.paused", why="the project's credential is failing")
+        return "paused"
+    action = _action_for(task)
+    if action is None:
+        return "cancelled"
+    try:
+        key = ratelimit.key_for(project_id=project.pk, oauth_token=project.oauth_token)
+    except DecryptionError:
+        credential_failed(
+            project, http_status=None, error="The stored OAuth token cannot be decrypted with FIELD_ENCRYPTION_KEYS."
+        )
+        return "paused"
+    try:
+        wait = ratelimit.acquire(key)
+    except ratelimit.RateLimiterUnavailable:
+        wait = float(settings.GDPR_DISPATCH_INTERVAL_SECONDS)
+    if wait > 0:
+        with transaction.atomic():
+            finish_step(task, next_at=after(wait))
+        return "waiting"
+    session = requests.Session()
+    try:
+        handler = {SUBMIT: _submit, POLL: _poll, CANCEL: _cancel, DOWNLOAD: _download}[action]
+        return handler(task, project, session)
+    finally:
+        session.close()
+
+
+def _linked_by_conflict(task: MixpanelTask) -> bool:
+    return bool(task.status_history) and task.status_history[0].get("status") == LINKED_BY_CONFLICT
+
+
+def _wants_cancel(task: MixpanelTask) -> bool:
+    if _linked_by_conflict(task):
+        return False  # possibly someone else's deletion: never cancelled by us
+    if any(entry.get("status") == CANCEL_REFUSED for entry in task.status_history or []):
+        return False
+    if task.cancel_requested:
+        return True
+    # Safety net for a lost cancel hook: a deletion no live request asks for any more is cancelled while it can be.
+    return task.remote_status in CANCELLABLE_REMOTE and not live_requests(task).exists()
+
+
+def _action_for(task: MixpanelTask) -> str | None:
+    if task.state == TaskState.PENDING_SUBMIT:
+        return SUBMIT
+    # What we cannot (a retrieval) or must not (someone else's deletion) cancel at Mixpanel, we stop following
+    # once nobody asks for it any more.
+    follow_only = task.state == TaskState.DOWNLOADING or not is_deletion(task) or _linked_by_conflict(task)
+    if follow_only and not live_requests(task).exists():
+        with transaction.atomic():
+            task.state = TaskState.CANCELLED
+            task.result_url = ""
+            task.finished_at = timezone.now()
+            finish_step(task, next_at=None, fields=["state", "result_url", "finished_at"])
+            task_audit(task, "task.cancelled", remote=False)
+        return None
+    if task.state == TaskState.DOWNLOADING:
+        return DOWNLOAD
+    if is_deletion(task) and _wants_cancel(task):
+        return CANCEL
+    return POLL
+
+
+def _begin_attempt(task: MixpanelTask) -> MixpanelTask | None:
+    """Count the attempt before the call (so a crash counts) and re-read the row; None when it moved on."""
+    with transaction.atomic():
+        fresh = MixpanelTask.objects.select_for_update().select_related("project").get(pk=task.pk)
+        if fresh.state != task.state:
+            return None
+        fresh.attempts += 1
+        fresh.save(update_fields=["attempts", "updated_at"])
+    return fresh
+
+
+# --- submit -------------------------------------------------------------------------------------------
+
+
+def _submit(task: MixpanelTask, project: MixpanelProject, session: requests.Session) -> str:
+    with transaction.atomic():
+        task = MixpanelTask.objects.select_for_update().select_related("project").get(pk=task.pk)
+        if task.state != TaskState.PENDING_SUBMIT:
+            finish_step(task, next_at=task.next_attempt_at)
+            return "skipped"
+        ids = live_ids(task)
+        if not ids:
+            task.state = TaskState.CANCELLED
+            task.finished_at = timezone.now()
+            finish_step(task, next_at=None, fields=["state", "finished_at"])
+            task_audit(task, "task.cancelled", remote=False, why="withdrawn before it was sent")
+            return "cancelled"
+        # From here on the id list is what Mixpanel gets: planning leaves a task with attempts > 0 alone.
+        task.distinct_ids = ids
+        task.attempts += 1
+        task.save(update_fields=["distinct_ids", "attempts", "updated_at"])
+    client = build_client(project, session=session, task=task)
+    try:
+        if is_deletion(task):
+            tracking_id = client.create_deletion(distinct_ids=ids, compliance_type=task.compliance_type)
+        else:
+            tracking_id = client.create_retrieval(
+                distinct_ids=ids, compliance_type=task.compliance_type, disclosure_type=task.disclosure_type or None
+            )
+    except MixpanelError as exc:
+        return _submit_failed(task, exc)
+    with transaction.atomic():
+        task = MixpanelTask.objects.select_for_update().get(pk=task.pk)
+        now = timezone.now()
+        task.tracking_id = tracking_id
+        task.state = TaskState.SUBMITTED
+        task.remote_status = ""
+        task.submitted_at = now
+        task.attempts = 0
+        task.polls = 0
+        task.last_error = ""
+        history(task, "CREATED", now)
+        next_at = now if task.cancel_requested else after(poll_delay(0), now)
+        finish_step(
+            task,
+            next_at=next_at,
+            fields=[
+                "tracking_id",
+                "state",
+                "remote_status",
+                "submitted_at",
+                "attempts",
+                "polls",
+                "last_error",
+                "status_history",
+            ],
+        )
+        task_audit(task, "task.submitted", id_count=len(ids), request_count=task.requests.count())
+    return "submitted"
+
+
+def _submit_failed(task: MixpanelTask, exc: MixpanelError) -> str:
+    if exc.kind == CREDENTIAL:
+        credential_failed(task.project, http_status=exc.http_status, error=str(exc))
+        return "paused"
+    if exc.kind == CONFLICT and is_deletion(task):
+        return _conflict(task, exc)
+    answered_ok = exc.http_status is not None and 200 <= exc.http_status < 300
+    if exc.kind in (TRANSIENT, RATE_LIMITED) or answered_ok:
+        if not is_deletion(task) and exc.kind != RATE_LIMITED and (exc.http_status is None or answered_ok):
+            # The create may have gone through and its answer got lost. There is no way to look a retrieval
+            # up, so we resubmit; a second retrieval of the same data costs Mixpanel work, not correctness.
+            with transaction.atomic():
+                task_audit(task, "task.create_ambiguous", error=str(exc)[:200], attempts=task.attempts)
+        return _retry_later(task, exc)
+    # Mixpanel refused the payload (400, 404): repeating it would fail again. Halve a batch to find the bad id.
+    if is_deletion(task) and len(task.distinct_ids) > 1:
+        return _split(task, why=str(exc))
+    return _give_up(task, TaskState.FAILED, str(exc))
+
+
+def _conflict(task: MixpanelTask, exc: MixpanelError) -> str:
+    """409: deletions already run for some ids. Link those ids to the running tasks, resubmit the rest."""
+    conflicting = [value for value in task.distinct_ids if value in set(exc.conflicting_distinct_ids)]
+    if not conflicting or not exc.conflicting_task_ids:
+        # Nothing we can link to: the running deletion will end; try again later.
+        return _retry_later(task, exc)
+    with transaction.atomic():
+        task = MixpanelTask.objects.select_for_update().select_related("project").get(pk=task.pk)
+        requests_by_pk = {r.pk: r for r in live_requests(task)}
+        known = {
+            t.tracking_id: t
+            for t in MixpanelTask.objects.select_for_update().filter(
+                project=task.project, kind=task.kind, tracking_id__in=exc.conflicting_task_ids
+            )
+        }
+        if any(t.state == TaskState.CANCELLED for t in known.values()):
+            # Our own cancelled task still blocks the ids at Mixpanel for a moment: wait for it to go.
+            return _retry_later(task, exc)
+        unknown_ids = [tid for tid in exc.conflicting_task_ids if tid not in known]
+        # Ids that a known running task carries belong to it; the others go to the tasks we did not know.
+        unassigned = [value for value in conflicting if not any(value in t.distinct_ids for t in known.values())]
+        now = timezone.now()
+        targets: list[tuple[MixpanelTask, list[str]]] = []
+        for t in known.values():
+            targets.append((t, [value for value in conflicting if value in t.distinct_ids]))
+        for index, tracking_id in enumerate(unknown_ids):
+            # One id per task when the lists pair up (Mixpanel lists them in the same order); else all to the first.
+            paired = len(unknown_ids) == len(unassigned)
+            share = [unassigned[index]] if paired else (unassigned if index == 0 else [])
+            created = MixpanelTask.objects.create(
+                project=task.project,
+                kind=task.kind,
+                compliance_type=task.compliance_type,
+                distinct_ids=share,
+                parent=task,
+                tracking_id=tracking_id,
+                state=TaskState.SUBMITTED,
+                submitted_at=now,
+                status_history=[{"at": now.isoformat(), "status": LINKED_BY_CONFLICT}],
+                next_attempt_at=now,
+            )
+            task_audit(created, "task.linked_by_conflict", source_task_id=task.pk, id_count=len(share))
+            targets.append((created, share))
+        linked = 0
+        for target, ids in targets:
+            if target.state not in (TaskState.SUBMITTED, TaskState.SUCCEEDED, TaskState.PAUSED):
+                # A task we had given up on (or retired) is evidently still running at Mixpanel: follow it again.
+                target.state = TaskState.SUBMITTED
+                target.attempts = 0
+                target.next_attempt_at = now
+                target.save(update_fields=["state", "attempts", "next_attempt_at", "updated_at"])
+            wanted = set(ids) or set(conflicting)
+            for request in requests_by_pk.values():
+                if wanted.intersection(request.distinct_ids or []):
+                    _, made = TaskRequestLink.objects.get_or_create(task=target, request=request)
+                    linked += int(made)
+        rest = [value for value in task.distinct_ids if value not in set(conflicting)]
+        task.state = TaskState.SUPERSEDED
+        task.finished_at = now
+        task.last_error = str(exc)[:500]
+        finish_step(task, next_at=None, fields=["state", "finished_at", "last_error"])
+        child_id = None
+        if rest:
+            child = _child(task, rest, requests_by_pk.values(), now)
+            child_id = child.pk
+        task_audit(
+            task,
+            "task.conflict",
+            conflicting_count=len(conflicting),
+            linked_tasks=len(targets),
+            links_made=linked,
+            resubmitted_count=len(rest),
+            resubmitted_task_id=child_id,
+        )
+        settle_requests(requests_by_pk)
+    return "conflict"
+
+
+def _child(parent: MixpanelTask, ids: list[str], requests: Any, now: Any) -> MixpanelTask:
+    """A new task for part of ``parent``'s ids, serving the requests that ask for them."""
+    child = MixpanelTask.objects.create(
+        project=parent.project,
+        kind=parent.kind,
+        compliance_type=parent.compliance_type,
+        disclosure_type=parent.disclosure_type,
+        distinct_ids=ids,
+        parent=parent,
+        next_attempt_at=now,
+    )
+    wanted = set(ids)
+    TaskRequestLink.objects.bulk_create(
+        [TaskRequestLink(task=child, request=r) for r in requests if wanted.intersection(r.distinct_ids or [])],
+        ignore_conflicts=True,
+    )
+    return child
+
+
+def _split(task: MixpanelTask, *, why: str) -> str:
+    """A multi-id deletion failed: resubmit it as two halves (parent SUPERSEDED), so one bad id fails alone."""
+    with transaction.atomic():
+        task = MixpanelTask.objects.select_for_update().select_related("project").get(pk=task.pk)
+        requests_live = list(live_requests(task))
+        ids = live_ids(task)
+        now = timezone.now()
+        middle = (len(ids) + 1) // 2
+        children = [_child(task, half, requests_live, now) for half in (ids[:middle], ids[middle:]) if half]
+        task.state = TaskState.SUPERSEDED
+        task.finished_at = now
+        task.last_error = why[:500]
+        finish_step(
+            task, next_at=None, fields=["state", "finished_at", "last_error", "status_history", "remote_status"]
+        )
+        task_audit(task, "task.split", why=why[:200], id_count=len(ids), child_task_ids=[c.pk for c in children])
+        settle_requests(r.pk for r in requests_live)
+    return "split"
+
+
+def _retry_later(task: MixpanelTask, exc: MixpanelError, *, final_state: str = TaskState.FAILED) -> str:
+    with transaction.atomic():
+        task = MixpanelTask.objects.select_for_update().get(pk=task.pk)
+        if task.attempts < settings.MIXPANEL_MAX_ATTEMPTS:
+            task.last_error = str(exc)[:500]
+            wait = backoff_seconds(task.attempts, exc.retry_after)
+            finish_step(task, next_at=after(wait), fields=["last_error"])
+            return "retry"
+    return _give_up(task, final_state, f"gave up after {task.attempts} attempts: {exc}")
+
+
+def _give_up(task: MixpanelTask, state: str, why: str) -> str:
+    with transaction.atomic():
+        task = MixpanelTask.objects.select_for_update().get(pk=task.pk)
+        task.state = state
+        task.last_error = why[:500]
+        task.finished_at = timezone.now()
+        task.result_url = ""
+        finish_step(task, next_at=None, fields=["state", "last_error", "finished_at", "result_url"])
+        task_audit(task, "task.failed" if state == TaskState.FAILED else "task.needs_attention", why=why[:200])
+        settle_requests(task.requests.values_list("pk", flat=True))
+    return state
+
+
+# --- poll ---------------------------------------------------------------------------------------------
+
+
+def _poll(task: MixpanelTask, project: MixpanelProject, session: requests.Session) -> str:
+    fresh = _begin_attempt(task)
+    if fresh is None:
+        return "skipped"
+    task = fresh
+    client = build_client(project, session=session, task=task)
+    try:
+        if is_deletion(task):
+            status: DeletionStatus | RetrievalStatus = client.deletion_status(tracking_id=task.tracking_id)
+        else:
+            status = client.retrieval_status(tracking_id=task.tracking_id)
+    except MixpanelError as exc:
+        if exc.kind == CREDENTIAL:
+            credential_failed(project, http_status=exc.http_status, error=str(exc))
+            return "paused"
+        if exc.kind == NOT_FOUND:
+            return _give_up(task, TaskState.NEEDS_ATTENTION, "Mixpanel does not know this task (HTTP 404)")
+        return _retry_later(task, exc, final_state=TaskState.NEEDS_ATTENTION)
+    return _apply_status(task, status)
+
+
+def _apply_status(task: MixpanelTask, status: DeletionStatus | RetrievalStatus) -> str:
+    remote = status.status
+    with transaction.atomic():
+        task = MixpanelTask.objects.select_for_update().select_related("project").get(pk=task.pk)
+        if task.state != TaskState.SUBMITTED:
+            finish_step(task, next_at=task.next_attempt_at)
+            return "skipped"
+        now = timezone.now()
+        changed = remote != task.remote_status and remote != UNKNOWN
+        history(task, remote, now)
+        if remote != UNKNOWN:
+            task.remote_status = remote  # UNKNOWN is a failed lookup, not news: keep the last real status
+        task.polls += 1
+        fields = ["remote_status", "status_history", "polls", "attempts", "last_error", "requesting_user"]
+        if isinstance(status, DeletionStatus) and status.requesting_user:
+            task.requesting_user = status.requesting_user[:254]
+        if changed:
+            task_audit(task, "task.status", status=remote, polls=task.polls)
+        if remote == SUCCESS and is_deletion(task):
+            task.state = TaskState.SUCCEEDED
+            task.attempts = 0
+            task.last_error = ""
+            task.finished_at = now
+            finish_step(task, next_at=None, fields=[*fields, "state", "finished_at"])
+            task_audit(task, "task.succeeded", id_count=len(task.distinct_ids))
+            settle_requests(task.requests.values_list("pk", flat=True))
+            return "succeeded"
+        if remote == SUCCESS:
+            link = getattr(status, "result_url", "")
+            if not link:
+                # SUCCESS with an empty link: look again later, but not forever (attempts keep counting).
+                task.last_error = "Mixpanel reported SUCCESS without a result link"
+                if task.attempts >= settings.MIXPANEL_MAX_ATTEMPTS:
+                    finish_step(task, next_at=None, fields=fields)  # given up on below
+                else:
+                    finish_step(task, next_at=after(poll_delay(task.polls - 1), now), fields=fields)
+                    return "polled"
+            else:
+                # Download at once: the link's lifetime is undocumented.
+                task.state = TaskState.DOWNLOADING
+                task.result_url = link
+                task.attempts = 0
+                task.last_error = ""
+                finish_step(task, next_at=now, fields=[*fields, "state", "result_url"])
+                return "downloading"
+        elif remote == FAILURE:
+            task.attempts = 0
+            finish_step(task, next_at=None, fields=fields)
+        elif remote == REVOKED:
+            task.attempts = 0
+            if task.cancel_requested:
+                task.state = TaskState.CANCELLED
+                task.finished_at = now
+                finish_step(task, next_at=None, fields=[*fields, "state", "finished_at"])
+                task_audit(task, "task.cancelled", remote=True)
+                return "cancelled"
+            finish_step(task, next_at=None, fields=fields)
+        elif remote == REMOTE_NOT_FOUND:
+            task.attempts = 0
+            finish_step(task, next_at=None, fields=fields)
+        else:  # PENDING, STAGING, STARTED, UNKNOWN, or a status we do not know: look again later
+            task.attempts = 0
+            task.last_error = ""
+            cancel_now = is_deletion(task) and remote in CANCELLABLE_REMOTE and _wants_cancel(task)
+            next_at = now if cancel_now else after(poll_delay(task.polls), now)
+            finish_step(task, next_at=next_at, fields=fields)
+            return "polled"
+    # Final remote answers that end the task badly (outside the transaction above: these open their own).
+    if remote == SUCCESS:
+        return _give_up(task, TaskState.NEEDS_ATTENTION, "Mixpanel reported SUCCESS without a result link")
+    if remote == FAILURE:
+        if is_deletion(task) and len(task.distinct_ids) > 1:
+            return _split(task, why="Mixpanel reported FAILURE for the batch")
+        return _give_up(task, TaskState.FAILED, f"Mixpanel reported FAILURE for this {task.kind}")
+    if remote == REVOKED:
+        return _give_up(task, TaskState.NEEDS_ATTENTION, "the task was cancelled at Mixpanel (REVOKED)")
+    return _give_up(task, TaskState.NEEDS_ATTENTION, "Mixpanel does not know this task (NOT_FOUND)")
+
+
+# --- cancel -------------------------------------------------------------------------------------------
+
+
+def _cancel(task: MixpanelTask, project: MixpanelProject, session: requests.Session) -> str:
+    fresh = _begin_attempt(task)
+    if fresh is None:
+        return "skipped"
+    task = fresh
+    client = build_client(project, session=session, task=task)
+    try:
+        client.cancel_deletion(tracking_id=task.tracking_id)
+    except MixpanelError as exc:
+        if exc.kind == CREDENTIAL:
+            credential_failed(project, http_status=exc.http_status, error=str(exc))
+            return "paused"
+        if exc.kind in (TRANSIENT, RATE_LIMITED):
+            return _retry_later(task, exc, final_state=TaskState.NEEDS_ATTENTION)
+        if exc.kind != NOT_FOUND:
+            # Refused (400/409): it has started, or Mixpanel will not say. Follow it to its end instead.
+            with transaction.atomic():
+                task = MixpanelTask.objects.select_for_update().get(pk=task.pk)
+                history(task, CANCEL_REFUSED)
+                task.cancel_requested = False
+                task.attempts = 0
+                task.last_error = str(exc)[:500]
+                finish_step(
+                    task,
+                    next_at=after(poll_delay(task.polls)),
+                    fields=["status_history", "cancel_requested", "attempts", "last_error"],
+                )
+                task_audit(task, "task.cancel_refused", http_status=exc.http_status)
+            return "cancel_refused"
+    with transaction.atomic():
+        task = MixpanelTask.objects.select_for_update().get(pk=task.pk)
+        now = timezone.now()
+        history(task, REVOKED, now)
+        task.remote_status = REVOKED
+        task.state = TaskState.CANCELLED
+        task.finished_at = now
+        task.attempts = 0
+        finish_step(task, next_at=None, fields=["status_history", "remote_status", "state", "finished_at", "attempts"])
+        task_audit(task, "task.cancelled", remote=True)
+        settle_requests(live_requests(task).values_list("pk", flat=True))
+    return "cancelled"
+
+
+# --- download -----------------------------------------------------------------------------------------
+
+
+def _download(task: MixpanelTask, project: MixpanelProject, session: requests.Session) -> str:
+    fresh = _begin_attempt(task)
+    if fresh is None:
+        return "skipped"
+    task = fresh
+    client = build_client(project, session=session, task=task)
+    try:
+        content = client.download(
+            url=task.result_url,
+            allowed_hosts=download_hosts(project),
+            max_bytes=int(settings.MIXPANEL_EXPORT_MAX_BYTES),
+        )
+    except MixpanelError as exc:
+        if exc.kind in (TRANSIENT, RATE_LIMITED):
+            return _retry_later(task, exc, final_state=TaskState.NEEDS_ATTENTION)
+        # A host we do not allow, a body over the size cap, or a dead link: staff must look at it.
+        return _reject(task, reason=exc.kind, message=str(exc), http_status=exc.http_status)
+    received_sha256 = hashlib.sha256(content).hexdigest()
+    try:
+        data = archive.inspect_result(content, api_secret=project.api_secret)
+    except archive.ArchiveRejected as exc:
+        return _reject(task, reason=exc.reason, message=str(exc), sha256=received_sha256, size=len(content))
+    request = live_requests(task).first()
+    if request is None:  # withdrawn while we downloaded
+        with transaction.atomic():
+            task.state = TaskState.CANCELLED
+            task.result_url = ""
+            task.finished_at = timezone.now()
+            finish_step(task, next_at=None, fields=["state", "result_url", "finished_at"])
+            task_audit(task, "task.cancelled", remote=False)
+        return "cancelled"
+    merged = _merge_into_export(request, project_folder(project), data)
+    with transaction.atomic():
+        export = exports.export_store(
+            request=request,
+            content=merged,
+            content_type="application/zip",
+            original_name=f"{request.reference}-mixpanel-data.zip",
+            task=task,
+        )
+        task = MixpanelTask.objects.select_for_update().get(pk=task.pk)
+        task.state = TaskState.SUCCEEDED
+        task.result_url = ""
+        task.attempts = 0
+        task.last_error = ""
+        task.finished_at = timezone.now()
+        finish_step(task, next_at=None, fields=["state", "result_url", "attempts", "last_error", "finished_at"])
+        task_audit(
+            task,
+            "task.downloaded",
+            sha256=received_sha256,
+            size=len(content),
+            stored_sha256=export.sha256,
+            stored_size=export.size,
+        )
+        settle_requests([request.pk])
+    return "downloaded"
+
+
+def _reject(task: MixpanelTask, *, reason: str, message: str, **details: Any) -> str:
+    with transaction.atomic():
+        task_audit(task, "task.result_rejected", reason=reason, **details)
+    logger.warning("retrieval result of task %s refused: %s", task.pk, reason)
+    return _give_up(task, TaskState.NEEDS_ATTENTION, f"retrieval result refused: {message}")
+
+
+def _merge_into_export(request: DataSubjectRequest, folder: str, data: bytes) -> bytes:
+    """The subject's file: one ZIP with a folder per project. A request spanning projects gets its results
+    one at a time, so earlier folders are carried over from the stored export; this project's is replaced."""
+    output = io.BytesIO()
+    prefix = f"{folder}/"
+    with zipfile.ZipFile(output, "w", compression=zipfile.ZIP_DEFLATED) as target:
+        existing = SubjectExport.objects.filter(request=request, deleted_at__isnull=True).first()
+        if existing is not None:
+            try:
+                with exports.export_open(existing) as handle, zipfile.ZipFile(handle) as previous:
+                    for info in previous.infolist():
+                        if not info.filename.startswith(prefix) and not info.is_dir():
+                            _copy_member(previous, info, target, info.filename)
+            except (OSError, zipfile.BadZipFile):
+                logger.warning("earlier export of a request could not be read; replacing it")
+        if archive.is_zip(data):
+            with zipfile.ZipFile(io.BytesIO(data)) as source:
+                for info in source.infolist():
+                    if not info.is_dir():
+                        _copy_member(source, info, target, prefix + info.filename.lstrip("/"))
+        else:
+            target.writestr(prefix + "data.json", data)
+    return output.getvalue()
+
+
+def _copy_member(source: zipfile.ZipFile, info: zipfile.ZipInfo, target: zipfile.ZipFile, name: str) -> None:
+    entry = zipfile.ZipInfo(name, date_time=info.date_time)
+    entry.compress_type = zipfile.ZIP_DEFLATED
+    with source.open(info) as reader, target.open(entry, "w", force_zip64=info.file_size > 1 << 30) as writer:
+        shutil.copyfileobj(reader, writer, 64 * 1024)
