@@ -104,3 +104,35 @@ def test_gunicorn_starts_with_the_production_settings(production_env):
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _read_variables(path: Path, pattern: str) -> set[str]:
+    import re
+
+    return set(re.findall(pattern, path.read_text()))
+
+
+def test_env_example_names_every_variable_the_app_and_gunicorn_read():
+    settings_vars = _read_variables(
+        ROOT / "compliance" / "settings.py", r'env\.(?:str|int|bool|float|list|db)\(\s*"([A-Z0-9_]+)"'
+    ) | _read_variables(ROOT / "compliance" / "settings.py", r'_required_secret\(\s*"([A-Z0-9_]+)"')
+    gunicorn_vars = _read_variables(ROOT / "gunicorn.conf.py", r'os\.environ\.get\(\s*"([A-Z0-9_]+)"')
+    example = _read_variables(ROOT / ".env.example", r"(?m)^([A-Z0-9_]+)=")
+    assert len(settings_vars) > 40  # the pattern still finds the settings
+    missing = sorted((settings_vars | gunicorn_vars) - example)
+    assert not missing, f".env.example lacks {missing}"
+
+
+def test_env_example_is_read_the_same_way_by_django_environ(monkeypatch):
+    # django-environ keeps an inline "# comment" as part of the value: comments must be on their own lines.
+    import environ
+
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        assert not line.strip() or line.startswith("#") or "#" not in line, line
+    parsed: dict[str, str] = {}
+    monkeypatch.setattr(environ.Env, "ENVIRON", parsed)  # read into a dict, not into os.environ
+    environ.Env.read_env(str(ROOT / ".env.example"))
+    assert parsed["DJANGO_ENV"] == "production"
+    assert parsed["DJANGO_SECRET_KEY"] == ""
+    assert parsed["REDIS_URL"] == "redis://redis.internal:6379/0"
+    assert parsed["ORGANISATION_NAME"] == "Example Ltd"
