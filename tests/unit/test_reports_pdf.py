@@ -19,9 +19,12 @@ from gdpr_requests.exports import export_store
 from gdpr_requests.models import MixpanelTask, TaskRequestLink
 from gdpr_requests.reports import build_evidence_pack, build_summary
 from tests.conftest import need
-from tests.unit.test_reports_summary import EXTENSION_REASON, NOW, PERIOD, dataset  # noqa: F401 - a fixture
+from tests.unit import test_reports_summary
+from tests.unit.test_reports_summary import EXTENSION_REASON, NOW, PERIOD
 
 pytestmark = pytest.mark.django_db
+
+dataset = test_reports_summary.dataset  # the hand-computed data set (a fixture)
 
 # Where the PNG test leaves its pages (REPORTS_LOOK_DIR overrides, e.g. to keep them out of a shared tree).
 RESULTS = Path(os.environ.get("REPORTS_LOOK_DIR") or Path(__file__).resolve().parents[2] / "test-results")

@@ -116,8 +116,12 @@ def dataset(make_request, staff_actor, project):
             state="failed",
             last_error="HTTP 400 from Mixpanel",
         )
-        ApiCall.objects.create(project=project, task=bad, operation="create_retrieval", http_status=400, outcome="error")
-        ApiCall.objects.create(project=project, task=bad, operation="create_retrieval", http_status=None, outcome="timeout")
+        ApiCall.objects.create(
+            project=project, task=bad, operation="create_retrieval", http_status=400, outcome="error"
+        )
+        ApiCall.objects.create(
+            project=project, task=bad, operation="create_retrieval", http_status=None, outcome="timeout"
+        )
     with time_machine.travel(at("2024-12-20", 9), tick=False):
         MixpanelTask.objects.create(project=project, kind="deletion", compliance_type="GDPR", state="failed")
     return made
@@ -165,7 +169,7 @@ def test_open_and_overdue_requests_are_a_snapshot_at_generation(dataset):
     overdue = rows[dataset["R7"].reference]
     assert (overdue["overdue"], overdue["days_overdue"], overdue["status"]) == (True, 73, "On hold")
     assert rows[dataset["R6"].reference]["overdue"] is False
-    assert [row["reference"] for row in summary.open_requests][0] == dataset["R7"].reference  # by due date
+    assert summary.open_requests[0]["reference"] == dataset["R7"].reference  # by due date
 
 
 def test_extensions_and_rejections_by_reason(dataset):
