@@ -111,7 +111,9 @@ def request_rotate_links(*, request: DataSubjectRequest, why: str) -> DataSubjec
         nonce = secrets.token_hex(8)
         DataSubjectRequest.objects.filter(pk=request.pk).update(link_nonce=nonce, updated_at=timezone.now())
         audit_record(
-            action="request.links_rotated", actor=Actor.subject(), request_reference=request.reference,
+            action="request.links_rotated",
+            actor=Actor.subject(),
+            request_reference=request.reference,
             payload={"why": why},
         )
     request.link_nonce = nonce
@@ -128,8 +130,9 @@ def request_resend_links(*, email: str) -> int:
     sent = 0
     with transaction.atomic():
         matches = list(
-            DataSubjectRequest.objects.filter(email_hash=hashed, status__in=states.OPEN_STATES)
-            .order_by("-received_at")[:RESEND_MAX_REQUESTS]
+            DataSubjectRequest.objects.filter(email_hash=hashed, status__in=states.OPEN_STATES).order_by(
+                "-received_at"
+            )[:RESEND_MAX_REQUESTS]
         )
         for dsr in matches:
             dsr.link_nonce = secrets.token_hex(8)

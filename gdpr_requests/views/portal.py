@@ -312,8 +312,14 @@ def _file_description(export: SubjectExport) -> str:
 
 
 def _download_page(
-    request: HttpRequest, dsr: DataSubjectRequest, export: SubjectExport, token: str, *, form: DownloadCodeForm | None,
-    status: int = 200, notice: str = "",
+    request: HttpRequest,
+    dsr: DataSubjectRequest,
+    export: SubjectExport,
+    token: str,
+    *,
+    form: DownloadCodeForm | None,
+    status: int = 200,
+    notice: str = "",
 ) -> HttpResponse:
     context = {
         "dsr": dsr,
@@ -400,4 +406,3 @@ def download_code(request: HttpRequest, token: str) -> HttpResponse:
         return too_many(request, exc)
     portal_services.export_code_request(export=export)
     return redirect(f"{reverse('portal:download', args=[token])}?sent=1#code")
-
