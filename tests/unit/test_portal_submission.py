@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import statistics
+import time
 
 import pytest
 from django.core import mail
@@ -121,6 +123,22 @@ def test_known_and_unknown_emails_get_the_same_status_body_and_headers(make_requ
     assert _comparable(known_post) == _comparable(unknown_post)
     assert _comparable(known_page) == _comparable(unknown_page)
     assert DataSubjectRequest.objects.filter(email_hash__isnull=False).count() == 2  # one new row only
+
+
+def test_known_and_unknown_emails_take_about_as_long(make_request, settings):
+    # Both branches write one audit event and queue one email; the new-request branch also inserts the row.
+    settings.DSR_PUBLIC_RATE_LIMITS_ENABLED = False
+    make_request(kind="access", email="known@example.org")
+    client = Client()
+    known: list[float] = []
+    unknown: list[float] = []
+    for n in range(25):
+        for email, timings in (("known@example.org", known), (f"new-{n}@example.org", unknown)):
+            start = time.perf_counter()
+            assert post_form(client, email=email).status_code == 302
+            timings.append(time.perf_counter() - start)
+    ratio = statistics.median(known) / statistics.median(unknown)
+    assert 0.5 < ratio < 2, ratio
 
 
 def test_a_duplicate_is_linked_to_the_open_request_and_gets_its_status_link(
