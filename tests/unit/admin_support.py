@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Group
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
@@ -58,19 +59,22 @@ def users(db, staff_user, auditor_user, superuser, plain_user, bare_staff):
 
 
 @pytest.fixture
-def staff_client(client, staff_user):
+def staff_client(staff_user):
+    client = Client()  # each role its own client, so that a test can hold several at once
     client.force_login(staff_user)
     return client
 
 
 @pytest.fixture
-def auditor_client(client, auditor_user):
+def auditor_client(auditor_user):
+    client = Client()  # each role its own client, so that a test can hold several at once
     client.force_login(auditor_user)
     return client
 
 
 @pytest.fixture
-def super_client(client, superuser):
+def super_client(superuser):
+    client = Client()  # each role its own client, so that a test can hold several at once
     client.force_login(superuser)
     return client
 

@@ -1,6 +1,8 @@
 """Every admin URL for every role: who gets in (200), who is sent to log in (302), who is refused (403), and
 that a refused POST changes nothing."""
 
+# ruff: noqa: F811  (pytest fixtures imported from admin_support are redefined as arguments)
+
 from __future__ import annotations
 
 from datetime import date, timedelta
