@@ -137,7 +137,7 @@ def test_purge_clears_distinct_ids_from_finished_tasks_that_served_only_purged_r
     assert own_task.distinct_ids == []
     assert shared.distinct_ids == ["acc-1", "late-1"]
 
-    services.request_cancel(request=later, actor=staff_actor, reason="withdrawn")
+    services.request_reject(request=later, reason="closed later", actor=staff_actor)
     with after_retention(days=2 * settings.DSR_RETENTION_DAYS):
         assert purge() == [later.reference]
     shared.refresh_from_db()
