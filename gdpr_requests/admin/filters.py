@@ -11,7 +11,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from .. import selectors
+from .. import selectors, states
 
 
 class _YesNoFilter(admin.SimpleListFilter):
@@ -30,6 +30,40 @@ class _YesNoFilter(admin.SimpleListFilter):
         if self.value() == "no":
             return queryset.exclude(self.condition())
         return queryset
+
+
+class OpenFilter(admin.SimpleListFilter):
+    """Open requests by default: the queue is what still needs work. A search or a status filter looks at every
+    request, so that a closed one can still be found by its reference or email."""
+
+    title = "open or closed"
+    parameter_name = "open"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("open", "Open"), ("closed", "Closed"), ("all", "All")]
+
+    def value(self) -> str:
+        chosen = super().value()
+        if chosen in ("open", "closed", "all"):
+            return chosen
+        looking_for_one = self.request.GET.get("q") or "status__exact" in self.request.GET
+        return "all" if looking_for_one else "open"
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "open":
+            return queryset.filter(status__in=states.OPEN_STATES)
+        if self.value() == "closed":
+            return queryset.filter(status__in=states.FINAL_STATES)
+        return queryset
+
+    def choices(self, changelist: Any) -> Any:
+        # No separate "All" entry on top: "All" is one of the lookups, and "Open" is the default.
+        for lookup, title in self.lookup_choices:
+            yield {
+                "selected": self.value() == lookup,
+                "query_string": changelist.get_query_string({self.parameter_name: lookup}),
+                "display": title,
+            }
 
 
 class OverdueFilter(_YesNoFilter):

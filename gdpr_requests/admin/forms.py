@@ -103,7 +103,7 @@ class IntakeForm(forms.Form):
     name = forms.CharField(label="Requester's name", max_length=200, required=False)
     received_on = forms.DateField(
         label="Received on",
-        widget=forms.DateInput(attrs={"type": "date"}),
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),  # a date input takes ISO dates only
         help_text="The deadline counts from this day.",
     )
     distinct_ids = forms.CharField(

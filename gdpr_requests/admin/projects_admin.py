@@ -46,13 +46,13 @@ class ProjectForm(forms.ModelForm):
     """The stored secrets never reach the page: their fields render empty and only change when filled."""
 
     oauth_token_new = forms.CharField(
-        label="GDPR OAuth token",
+        label="New GDPR OAuth token",
         required=False,
         strip=True,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
     )
     api_secret_new = forms.CharField(
-        label="API secret",
+        label="New API secret",
         required=False,
         strip=True,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
@@ -69,7 +69,8 @@ class ProjectForm(forms.ModelForm):
     class Meta:
         model = MixpanelProject
         fields = PLAIN_FIELDS
-        widgets = {"token_expires_on": forms.DateInput(attrs={"type": "date"})}
+        # A date input only takes ISO dates; the locale's format would leave it blank.
+        widgets = {"token_expires_on": forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -29,7 +29,7 @@ from ..audit import Actor
 from ..models import DataSubjectRequest, SubjectExport
 from . import forms as action_forms
 from .common import REFUSALS, can_work, render_form_page
-from .filters import DueSoonFilter, NeedsAttentionFilter, OverdueFilter, ReceivedRangeFilter
+from .filters import DueSoonFilter, NeedsAttentionFilter, OpenFilter, OverdueFilter, ReceivedRangeFilter
 
 PRE_APPROVAL = frozenset({states.UNVERIFIED, states.VERIFIED, states.ON_HOLD})
 TIMELINE_LIMIT = 200
@@ -316,6 +316,7 @@ class DataSubjectRequestAdmin(admin.ModelAdmin):
     ]
     list_display_links = ["reference"]
     list_filter = [
+        OpenFilter,
         "status",
         "kind",
         "regulation",

@@ -5,6 +5,7 @@ and refuses (with a message, never a 500) when the state is wrong or a reason is
 
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
 
 import pytest
@@ -435,3 +436,9 @@ def test_bad_intake_is_refused_with_a_message(staff_client, project, overrides, 
     assert response.status_code == 200
     assert error in " ".join(messages_of(response)) + response.content.decode()
     assert not DataSubjectRequest.objects.exists()
+
+
+def test_the_intake_form_starts_with_today_in_the_date_input(staff_client, project):
+    page = staff_client.get(reverse("admin:gdpr_requests_datasubjectrequest_add")).content.decode()
+    field = re.search(r'<input[^>]*name="received_on"[^>]*>', page).group(0)
+    assert f'value="{timezone.localdate().isoformat()}"' in field

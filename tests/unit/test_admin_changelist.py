@@ -202,3 +202,14 @@ def test_the_queue_costs_the_same_number_of_queries_for_10_and_500_rows(
     large, rows = count_queries()
     assert rows == 500
     assert small == large, f"{small} queries for 10 rows, {large} for 500"
+
+
+def test_the_queue_shows_open_requests_unless_asked_for_closed_ones(staff_client, queue, staff_actor):
+    services.request_reject(request=queue["in3"], reason="duplicate", actor=staff_actor)
+    with time_machine.travel(NOW, tick=False):
+        assert queue["in3"].reference not in references(staff_client.get(LIST))
+        assert references(staff_client.get(LIST, {"open": "closed"})) == [queue["in3"].reference]
+        assert len(references(staff_client.get(LIST, {"open": "all"}))) == 4
+        # A search or a status filter looks at every request.
+        assert references(staff_client.get(LIST, {"q": "b@example.org"})) == [queue["in3"].reference]
+        assert references(staff_client.get(LIST, {"status__exact": "rejected"})) == [queue["in3"].reference]

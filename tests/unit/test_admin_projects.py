@@ -170,3 +170,9 @@ def test_check_credentials_asks_before_calling(staff_client, project):
     page = staff_client.get(reverse("admin:gdpr_requests_mixpanelproject_check_credentials", args=[project.pk]))
     assert page.status_code == 200 and "401 or 403 means the credential fails" in page.content.decode()
     assert not AuditEvent.objects.filter(action="project.credential_checked").exists()
+
+
+def test_the_expiry_date_input_shows_the_stored_date(super_client, project):
+    page = super_client.get(change_url(project)).content.decode()
+    field = re.search(r'<input[^>]*name="token_expires_on"[^>]*>', page).group(0)
+    assert 'type="date"' in field and 'value="2027-06-01"' in field
