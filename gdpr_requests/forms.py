@@ -129,8 +129,8 @@ class DataRequestForm(PortalForm):
         widget=forms.RadioSelect,
         error_messages=_messages(
             "request",
-            required="Choose what you would like us to do with your data (your request).",
-            choice="Choose what you would like us to do with your data (your request).",
+            required="Choose which request you are making: a copy of your data, or its deletion.",
+            choice="Choose which request you are making: a copy of your data, or its deletion.",
         ),
     )
     residence = forms.ChoiceField(

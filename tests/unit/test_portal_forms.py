@@ -115,7 +115,7 @@ def test_the_small_forms_name_their_field_too(email, code, settings):
         ("email", "", "Enter your email address."),
         ("email", "ana@", "Enter your email address in the right format"),
         ("email", "a" * 250 + "@example.org", "Your email address is too long"),
-        ("kind", "rectify", "your request"),
+        ("kind", "rectify", "Choose which request you are making"),
         ("residence", "mars", "where you live"),
         ("distinct_ids", "u" * 256, "Each user id must be at most 255 characters long."),
         ("distinct_ids", "\n".join(f"id-{n}" for n in range(51)), "Enter at most 50 user ids."),

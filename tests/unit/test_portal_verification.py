@@ -177,3 +177,45 @@ def test_unconfirmed_requests_expire_after_the_configured_days_and_are_told(
     (message,) = mail.outbox
     assert message.to == ["old@example.org"] and "expired" in message.subject
     assert notifications.expire_unverified() == 0  # idempotent
+
+
+def _csrf_pair(path: str) -> tuple[Client, str]:
+    client = Client(enforce_csrf_checks=True)
+    page = client.get(path)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.content.decode()).group(1)
+    return client, token
+
+
+@pytest.mark.parametrize(
+    ("headers", "secure", "accepted"),
+    [
+        # What a browser sends from a no-referrer page: Origin "null" and no Referer (over HTTPS too).
+        ({"HTTP_ORIGIN": "null"}, False, True),
+        ({}, True, True),
+        ({"HTTP_ORIGIN": "null"}, True, True),
+        # A foreign origin or referer is still refused.
+        ({"HTTP_ORIGIN": "https://evil.example"}, False, False),
+        ({"HTTP_REFERER": "https://evil.example/page"}, True, False),
+    ],
+)
+def test_confirming_from_a_no_referrer_page_passes_csrf_but_a_foreign_origin_does_not(
+    make_request, headers, secure, accepted
+):
+    dsr = make_request()
+    path = verify_path(dsr)
+    client, token = _csrf_pair(path)
+    response = client.post(path, {"csrfmiddlewaretoken": token}, secure=secure, **headers)
+    dsr.refresh_from_db()
+    assert (response.status_code == 302, dsr.status == states.VERIFIED) == (accepted, accepted)
+    if not accepted:
+        assert response.status_code == 403 and "Please try again" in response.content.decode()
+
+
+def test_the_csrf_token_is_still_required_on_token_pages(make_request):
+    dsr = make_request()
+    client, _token = _csrf_pair(verify_path(dsr))
+    response = client.post(verify_path(dsr), {}, HTTP_ORIGIN="null")
+    assert response.status_code == 403
+    assert response["Referrer-Policy"] == "no-referrer"
+    dsr.refresh_from_db()
+    assert dsr.status == states.UNVERIFIED
