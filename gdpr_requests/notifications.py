@@ -155,6 +155,7 @@ def build_message(request: DataSubjectRequest, event: str) -> EmailMultiAlternat
         body=text,
         from_email=settings.DEFAULT_FROM_EMAIL,
         to=[request.requester_email],
+        reply_to=[settings.PRIVACY_CONTACT_EMAIL],
         headers={"Auto-Submitted": "auto-generated", "X-Auto-Response-Suppress": "All"},
     )
     message.attach_alternative(html, "text/html")

@@ -117,6 +117,7 @@ def test_every_email_has_plain_text_and_html_without_template_leftovers(make_req
         assert "{{" not in text and "{%" not in text and "None" not in text
     assert dsr.reference in message.body and dsr.reference in html
     assert message.extra_headers["Auto-Submitted"] == "auto-generated"
+    assert message.reply_to == ["privacy@example.com"]
     assert "http://127.0.0.1:8000/" in message.body
 
 
