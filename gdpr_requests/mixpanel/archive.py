@@ -23,6 +23,8 @@ import pyzipper
 from django.conf import settings
 
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header, or the end record of an empty archive
+# pyzipper carries its own copy of zipfile, with its own exception classes.
+_BAD_ZIP = (zipfile.BadZipFile, pyzipper.BadZipFile, zipfile.LargeZipFile, pyzipper.LargeZipFile)
 _CHUNK = 64 * 1024
 
 
@@ -102,7 +104,7 @@ def _unsafe_name(name: str) -> bool:
 def _inspect_zip(content: bytes, *, api_secret: str, limits: Limits) -> bytes:
     try:
         archive = pyzipper.AESZipFile(io.BytesIO(content))
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+    except (*_BAD_ZIP, OSError, ValueError, EOFError):
         raise ArchiveRejected("The retrieval result is a damaged ZIP archive.", reason="bad_zip") from None
     with archive:
         infos = archive.infolist()
@@ -162,7 +164,7 @@ def _inspect_zip(content: bytes, *, api_secret: str, limits: Limits) -> bytes:
                     reason="password_wrong",
                 ) from None
             raise ArchiveRejected("The retrieval archive could not be read.", reason="bad_zip") from None
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, NotImplementedError):
+        except (*_BAD_ZIP, OSError, EOFError, ValueError, NotImplementedError):
             # A CRC mismatch, a truncated entry or an unsupported compression method. (pyzipper reports a
             # wrong AES password as a bad HMAC, which lands here too when the password check passed by chance.)
             raise ArchiveRejected(

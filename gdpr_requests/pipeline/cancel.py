@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from .. import services
+from ..mixpanel.client import OK, TRANSIENT
 from ..models import DataSubjectRequest, MixpanelTask, RequestKind, TaskKind, TaskRequestLink, TaskState
 from .common import (
     CANCEL_REFUSED,
@@ -26,6 +27,21 @@ from .common import (
     live_requests,
     task_audit,
 )
+
+
+def may_have_been_created(task: MixpanelTask) -> bool:
+    """Whether Mixpanel may know this task: it has a tracking id, a create is in flight, or the last create got
+    no clear answer (a timeout, a 5xx, a garbled 2xx). A 429 or another 4xx means nothing was created."""
+    if task.tracking_id:
+        return True
+    if task.attempts == 0:
+        return False
+    if task.running_until is not None and task.running_until > timezone.now():
+        return True
+    last = task.api_calls.filter(operation__startswith="create_").order_by("-created_at", "-pk").first()
+    if last is None or last.outcome in (TRANSIENT, OK):
+        return True
+    return last.http_status is not None and 200 <= last.http_status < 300
 
 
 def request_withdrawal_blocker(request: DataSubjectRequest) -> str:
@@ -41,7 +57,7 @@ def request_withdrawal_blocker(request: DataSubjectRequest) -> str:
                 f"Mixpanel has started this deletion (status {task.remote_status or 'STARTED'}), "
                 "so it can no longer be withdrawn."
             )
-        if not task.tracking_id and task.attempts > 0:
+        if not task.tracking_id and may_have_been_created(task):
             return (
                 "This deletion is being sent to Mixpanel right now and its answer is not in yet; "
                 "try again in a few minutes."
@@ -65,7 +81,7 @@ def request_cancel_tasks(*, request_id: int) -> int:
         if request is None:
             return 0
         tasks = list(
-            MixpanelTask.objects.select_for_update()
+            MixpanelTask.objects.select_for_update(of=("self",))
             .filter(requests=request, state__in=(*DISPATCHABLE, TaskState.PAUSED))
             .select_related("project")
         )
@@ -76,7 +92,7 @@ def request_cancel_tasks(*, request_id: int) -> int:
             for other in others:
                 wanted.update(other.distinct_ids or [])
             other_ids = [value for value in task.distinct_ids if value in wanted]
-            never_sent = task.state == TaskState.PENDING_SUBMIT and task.attempts == 0 and not task.tracking_id
+            never_sent = not may_have_been_created(task)
             # A task we only know from a 409 may be someone else's deletion: never cancel that one at Mixpanel.
             not_ours = bool(task.status_history) and task.status_history[0].get("status") == LINKED_BY_CONFLICT
             if never_sent or not_ours or task.kind == TaskKind.RETRIEVAL:

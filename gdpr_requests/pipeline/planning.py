@@ -38,6 +38,8 @@ from .common import COVERING, FAILING, SYSTEM, after, compliance_type_of, enqueu
 # Requests planned per transaction, and how long one sweep may run (under the Celery soft time limit).
 PLAN_CHUNK = 200
 PLAN_TIME_BUDGET_SECONDS = 60.0
+# An open deletion task waits for a quiet GDPR_DELETION_COALESCE_SECONDS, at most this many windows in all.
+COALESCE_MAX_WINDOWS = 20
 
 
 def plan_approved() -> int:
@@ -88,7 +90,9 @@ def request_retry_tasks(*, request: DataSubjectRequest, actor: Actor) -> DataSub
 
 def _retire_failed_tasks(request_ids: list[int], *, actor: Actor = SYSTEM) -> int:
     failed = list(
-        MixpanelTask.objects.select_for_update().filter(requests__pk__in=request_ids, state__in=FAILING).distinct()
+        MixpanelTask.objects.select_for_update().filter(
+            pk__in=TaskRequestLink.objects.filter(request_id__in=request_ids).values("task_id"), state__in=FAILING
+        )
     )
     for task in failed:
         MixpanelTask.objects.filter(pk=task.pk, state=task.state).update(
@@ -121,7 +125,8 @@ def _plan_chunk(request_ids: list[int]) -> int:
         for request in requests:
             if planner.task_count(request) == 0:
                 services.request_fail(request=request, why="none of its Mixpanel projects is active")
-        settle_requests([r.pk for r in requests])
+        # Only a replanned request can have finished tasks already (fresh ones have none yet).
+        settle_requests(planner.replanned)
     return len(requests)
 
 
@@ -157,10 +162,12 @@ class _Planner:
         # What earlier rounds already cover (a retried request): project -> ids, and retrievals per project.
         self.covered: dict[tuple[int, int], set[str]] = defaultdict(set)
         self.covered_retrieval: set[tuple[int, int]] = set()
+        self.replanned: set[int] = set()
         for request_id, task_id, project_id, kind, ids in TaskRequestLink.objects.filter(
             request_id__in=[r.pk for r in requests], task__state__in=COVERING
         ).values_list("request_id", "task_id", "task__project_id", "task__kind", "task__distinct_ids"):
             self.links[request_id].add(task_id)
+            self.replanned.add(request_id)
             if kind == TaskKind.RETRIEVAL:
                 self.covered_retrieval.add((request_id, project_id))
             else:
@@ -260,11 +267,18 @@ class _Planner:
         self.touched[entry.task.pk] = entry
 
     def _flush(self) -> None:
+        window = float(settings.GDPR_DELETION_COALESCE_SECONDS)
         for entry in self.touched.values():
             task = entry.task
-            full = len(entry.ids) >= entry.batch
-            if full and (task.next_attempt_at is None or task.next_attempt_at > self.now):
+            if len(entry.ids) >= entry.batch:
                 task.next_attempt_at = self.now  # nothing more can join: submit it now
+            elif entry.added:
+                # Approvals are still coming in: wait for a quiet window, but not past a bound, so a slow
+                # trickle of approvals cannot hold the first ones back for long.
+                created = task.created_at or self.now
+                latest = after(window * COALESCE_MAX_WINDOWS, created)
+                wanted = max(task.next_attempt_at or self.now, after(window, self.now))
+                task.next_attempt_at = min(wanted, max(latest, task.next_attempt_at or self.now))
             task.save(update_fields=["distinct_ids", "next_attempt_at", "updated_at"])
         TaskRequestLink.objects.bulk_create(
             [TaskRequestLink(task_id=t, request_id=r) for t, r in sorted(self.new_links)], ignore_conflicts=True

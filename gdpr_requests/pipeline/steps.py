@@ -160,7 +160,7 @@ def _action_for(task: MixpanelTask) -> str | None:
 def _begin_attempt(task: MixpanelTask) -> MixpanelTask | None:
     """Count the attempt before the call (so a crash counts) and re-read the row; None when it moved on."""
     with transaction.atomic():
-        fresh = MixpanelTask.objects.select_for_update().select_related("project").get(pk=task.pk)
+        fresh = MixpanelTask.objects.select_for_update(of=("self",)).select_related("project").get(pk=task.pk)
         if fresh.state != task.state:
             return None
         fresh.attempts += 1
@@ -173,7 +173,7 @@ def _begin_attempt(task: MixpanelTask) -> MixpanelTask | None:
 
 def _submit(task: MixpanelTask, project: MixpanelProject, session: requests.Session) -> str:
     with transaction.atomic():
-        task = MixpanelTask.objects.select_for_update().select_related("project").get(pk=task.pk)
+        task = MixpanelTask.objects.select_for_update(of=("self",)).select_related("project").get(pk=task.pk)
         if task.state != TaskState.PENDING_SUBMIT:
             finish_step(task, next_at=task.next_attempt_at)
             return "skipped"
@@ -255,7 +255,7 @@ def _conflict(task: MixpanelTask, exc: MixpanelError) -> str:
         # Nothing we can link to: the running deletion will end; try again later.
         return _retry_later(task, exc)
     with transaction.atomic():
-        task = MixpanelTask.objects.select_for_update().select_related("project").get(pk=task.pk)
+        task = MixpanelTask.objects.select_for_update(of=("self",)).select_related("project").get(pk=task.pk)
         requests_by_pk = {r.pk: r for r in live_requests(task)}
         known = {
             t.tracking_id: t
@@ -348,7 +348,7 @@ def _child(parent: MixpanelTask, ids: list[str], requests: Any, now: Any) -> Mix
 def _split(task: MixpanelTask, *, why: str) -> str:
     """A multi-id deletion failed: resubmit it as two halves (parent SUPERSEDED), so one bad id fails alone."""
     with transaction.atomic():
-        task = MixpanelTask.objects.select_for_update().select_related("project").get(pk=task.pk)
+        task = MixpanelTask.objects.select_for_update(of=("self",)).select_related("project").get(pk=task.pk)
         requests_live = list(live_requests(task))
         ids = live_ids(task)
         now = timezone.now()
@@ -416,7 +416,7 @@ def _poll(task: MixpanelTask, project: MixpanelProject, session: requests.Sessio
 def _apply_status(task: MixpanelTask, status: DeletionStatus | RetrievalStatus) -> str:
     remote = status.status
     with transaction.atomic():
-        task = MixpanelTask.objects.select_for_update().select_related("project").get(pk=task.pk)
+        task = MixpanelTask.objects.select_for_update(of=("self",)).select_related("project").get(pk=task.pk)
         if task.state != TaskState.SUBMITTED:
             finish_step(task, next_at=task.next_attempt_at)
             return "skipped"

@@ -66,6 +66,27 @@ def test_a_full_task_is_due_at_once_and_a_partial_one_waits_for_more_approvals(m
     assert len(partial.distinct_ids) == 1 and partial.next_attempt_at == START + timedelta(seconds=30)
 
 
+def test_approvals_still_coming_in_keep_an_open_task_waiting_but_only_so_long(
+    make_request, staff_actor, project, clock
+):
+    approve(make_request, staff_actor, distinct_ids=["first"])
+    pipeline.plan_approved()
+    task = MixpanelTask.objects.get()
+    assert task.next_attempt_at == START + timedelta(seconds=30)
+    clock.move_to(START + timedelta(seconds=20))
+    approve(make_request, staff_actor, distinct_ids=["second"])
+    pipeline.plan_approved()
+    task.refresh_from_db()
+    assert task.next_attempt_at == START + timedelta(seconds=50)  # a quiet window after the latest approval
+    clock.move_to(START + timedelta(seconds=595))
+    MixpanelTask.objects.filter(pk=task.pk).update(next_attempt_at=START + timedelta(seconds=599))
+    approve(make_request, staff_actor, distinct_ids=["late"])
+    pipeline.plan_approved()
+    task.refresh_from_db()
+    assert task.next_attempt_at == START + timedelta(seconds=600)  # never past 20 windows after its creation
+    assert MixpanelTask.objects.count() == 1
+
+
 def test_later_approvals_fill_the_open_task_instead_of_making_a_new_one(make_request, staff_actor, project):
     first = approve(make_request, staff_actor, distinct_ids=["a"])
     assert pipeline.request_plan(request_id=first.pk) == 1
