@@ -252,10 +252,11 @@ def test_csv_export_has_comment_rows_and_escapes_formula_cells(tmp_path):
     events = _events(3)
     events += _events(1, label='=HYPERLINK("http://x")', reference="")
     events += _events(1, label="+cmd", reference="")
+    events += _events(1, label='a, "quoted"\nlabel', reference="")
     path = _export(tmp_path, "--format", "csv", name="trail.csv")
     rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"), newline="")))
     assert rows[0][0].startswith("# audit trail export")
-    assert f"chain_head sequence 5 hash {events[-1].hash}" in rows[0][0]
+    assert f"chain_head sequence 6 hash {events[-1].hash}" in rows[0][0]
     assert rows[1] == [
         "sequence",
         "occurred_at",
@@ -269,16 +270,18 @@ def test_csv_export_has_comment_rows_and_escapes_formula_cells(tmp_path):
         "hash",
     ]
     body = rows[2:-1]
-    assert len(body) == 5
-    assert rows[-1] == [f"# end; count 5; last_hash {events[-1].hash}"]
-    assert [row[0] for row in body] == ["1", "2", "3", "4", "5"]
+    assert len(body) == 6
+    assert rows[-1] == [f"# end; count 6; last_hash {events[-1].hash}"]
+    assert [row[0] for row in body] == ["1", "2", "3", "4", "5", "6"]
     assert [row[-1] for row in body] == [e.hash for e in events]
     assert [row[-2] for row in body] == [e.prev_hash for e in events]
     assert body[3][4] == '\'=HYPERLINK("http://x")'
     assert body[4][4] == "'+cmd"
+    assert body[5][4] == 'a, "quoted"\nlabel'
+    assert all(len(row) == 10 for row in body)
     assert body[0][4] == "system"
     assert json.loads(body[0][7]) == events[0].payload
-    assert body[0][7] == json.dumps(events[0].payload, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    assert "\n" not in body[0][7]  # one line per event, payload included
 
 
 # --- bad input -----------------------------------------------------------------------------------------------------
