@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
+# The demo project points at the sandbox on this server, so links and the sandbox URL follow PORT.
+export SITE_URL ?= http://127.0.0.1:$(PORT)
 
 .PHONY: run test venv dev-venv lint migrate demo worker web check-deploy clean
 
