@@ -1,7 +1,8 @@
 """The shared rate limiter for Mixpanel's GDPR API: at most one call per MIXPANEL_MIN_INTERVAL_SECONDS per
 project and credential, held across every worker process and host.
 
-Creates, status polls, cancels and downloads all take a slot here first. ``acquire(key)`` never sleeps: it
+Creates, status polls, cancels and downloads all take a slot here first, and report ``finished(key)`` when
+their call is over, so the next call starts a full interval after the end of this one. ``acquire(key)`` never sleeps: it
 returns 0.0 when the caller holds the slot and may call now, or the seconds until the slot frees (nothing is
 taken then), so a Celery task can reschedule itself instead of blocking a worker.
 
@@ -70,6 +71,26 @@ def acquire(key: str) -> float:
     if settings.REDIS_URL:
         return _acquire_redis(key, interval)
     return _acquire_db(key, interval)
+
+
+def finished(key: str) -> None:
+    """The call that took ``key``'s slot has ended: the next may start one interval from now, not from when this
+    one started. Spacing calls from the end of the previous one keeps them apart at Mixpanel's end too, however
+    long the request took to arrive or be handled there (a slow first response would otherwise let the next
+    call arrive within the same second). Never raises: the slot already spaces calls from their start."""
+    interval = interval_seconds()
+    if interval <= 0:
+        return
+    try:
+        if settings.REDIS_URL:
+            _redis().set(REDIS_PREFIX + key, "1", px=max(1, round(interval * 1000)))
+        else:
+            from ..models import RateLimitSlot
+
+            free_at = timezone.now() + timedelta(seconds=interval)
+            RateLimitSlot.objects.filter(key=key, available_at__lt=free_at).update(available_at=free_at)
+    except Exception as exc:  # a Redis hiccup: the start-to-start spacing still holds
+        logger.warning("mixpanel rate limiter: could not extend a slot (%s)", type(exc).__name__)
 
 
 def wait_count() -> int:

@@ -165,6 +165,8 @@ def project_check_credentials(*, project: MixpanelProject, actor: Actor) -> Chec
             failure: MixpanelError | None = None
         except MixpanelError as exc:
             failure = exc
+        finally:
+            ratelimit.finished(key)
     if failure is not None and failure.kind in (TRANSIENT, RATE_LIMITED):
         with transaction.atomic():
             audit_record(

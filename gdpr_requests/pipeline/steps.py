@@ -119,6 +119,7 @@ def task_step(*, task_id: int) -> str:
         return handler(task, project, session)
     finally:
         session.close()
+        ratelimit.finished(key)
 
 
 def _linked_by_conflict(task: MixpanelTask) -> bool:

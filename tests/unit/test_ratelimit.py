@@ -97,6 +97,19 @@ def test_a_wait_takes_nothing(db_limiter):
 
 
 @pytest.mark.django_db
+def test_database_the_next_call_starts_an_interval_after_the_end_of_a_slow_one(db_limiter):
+    start = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    with time_machine.travel(start, tick=False) as clock:
+        assert ratelimit.acquire("1:aa") == 0.0
+        clock.move_to(start + timedelta(seconds=0.7))  # the call took 0.7 s
+        ratelimit.finished("1:aa")
+        clock.move_to(start + timedelta(seconds=1.2))
+        assert ratelimit.acquire("1:aa") == pytest.approx(0.5)
+        clock.move_to(start + timedelta(seconds=1.7))
+        assert ratelimit.acquire("1:aa") == 0.0
+
+
+@pytest.mark.django_db
 def test_a_zero_interval_disables_the_limiter(db_limiter):
     db_limiter.MIXPANEL_MIN_INTERVAL_SECONDS = 0
     assert [ratelimit.acquire("1:aa") for _ in range(3)] == [0.0, 0.0, 0.0]
@@ -126,6 +139,13 @@ def test_redis_one_slot_per_interval(redis_limiter):
     time.sleep(wait + 0.05)
     assert ratelimit.acquire("1:aa") == 0.0
     assert ratelimit.wait_count() == 1
+
+
+def test_redis_the_next_call_starts_an_interval_after_the_end_of_a_slow_one(redis_limiter):
+    assert ratelimit.acquire("1:slow") == 0.0
+    time.sleep(0.3)
+    ratelimit.finished("1:slow")
+    assert 0.4 < ratelimit.acquire("1:slow") <= 0.5
 
 
 def test_redis_concurrent_acquirers_never_both_get_the_slot(redis_limiter, settings):
