@@ -23,7 +23,7 @@ from django.utils import dateformat
 from django.utils.cache import add_never_cache_headers
 from django.utils.decorators import decorator_from_middleware
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from .. import exports, portal_services, ratelimit_public, services, states, tokens
 from ..forms import DataRequestForm, DownloadCodeForm, ResendLinkForm
@@ -105,12 +105,12 @@ def _link_status(reason: str) -> int:
 
 
 # --- Start page and form ----------------------------------------------------------------------------
-@require_GET
+@require_safe
 def home(request: HttpRequest) -> HttpResponse:
     return render(request, "portal/home.html")
 
 
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def request_form(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = DataRequestForm(request.POST, client_ip=ratelimit_public.client_ip(request))
@@ -136,13 +136,13 @@ def _check_email_context(*, resent: bool) -> dict[str, Any]:
     return {"resent": resent, "DSR_VERIFICATION_HOURS": settings.DSR_VERIFICATION_HOURS}
 
 
-@require_GET
+@require_safe
 def request_sent(request: HttpRequest) -> HttpResponse:
     return render(request, "portal/check_email.html", _check_email_context(resent=False))
 
 
 @no_referrer_csrf
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def resend_link(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = ResendLinkForm(request.POST, client_ip=ratelimit_public.client_ip(request))
@@ -159,7 +159,7 @@ def resend_link(request: HttpRequest) -> HttpResponse:
     return _private(render(request, "portal/resend.html", {"form": form}))
 
 
-@require_GET
+@require_safe
 def links_sent(request: HttpRequest) -> HttpResponse:
     return render(request, "portal/check_email.html", _check_email_context(resent=True))
 
@@ -168,7 +168,7 @@ def links_sent(request: HttpRequest) -> HttpResponse:
 # --- Verification -----------------------------------------------------------------------------------
 @no_referrer_csrf
 @token_page
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def verify(request: HttpRequest, token: str) -> HttpResponse:
     """GET shows a confirm button and changes nothing (mail scanners open links); POST confirms."""
     try:
@@ -285,7 +285,7 @@ def _status_context(dsr: DataSubjectRequest, token: str) -> dict[str, Any]:
 
 
 @token_page
-@require_GET
+@require_safe
 def status(request: HttpRequest, token: str) -> HttpResponse:
     try:
         dsr = tokens.read_token(token, tokens.STATUS)
@@ -299,7 +299,7 @@ def status(request: HttpRequest, token: str) -> HttpResponse:
 
 @no_referrer_csrf
 @token_page
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def withdraw(request: HttpRequest, token: str) -> HttpResponse:
     """GET asks "are you sure?"; POST withdraws the request while that is still possible."""
     try:
@@ -370,7 +370,7 @@ def _gone(request: HttpRequest, dsr: DataSubjectRequest | None) -> HttpResponse:
 
 @no_referrer_csrf
 @token_page
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def download(request: HttpRequest, token: str) -> HttpResponse:
     """GET explains the file and offers a code; POST checks the code and streams the file."""
     try:
@@ -381,7 +381,7 @@ def download(request: HttpRequest, token: str) -> HttpResponse:
         return _link_problem(request, exc.reason, status=404, what="download link")
     if export is None:
         return _gone(request, dsr)
-    if request.method == "GET":
+    if request.method != "POST":
         return _download_page(request, dsr, export, token, form=None)
 
     try:

@@ -142,6 +142,13 @@ def test_a_code_expires_after_fifteen_minutes(client, completed_access, django_c
     assert response.status_code == 400 and "That code has expired" in response.content.decode()
 
 
+def test_a_head_request_shows_the_page_and_uses_nothing(client, completed_access):
+    response = client.head(download_path(completed_access))
+    assert response.status_code == 200 and not response.content
+    assert SubjectExport.objects.get(request=completed_access).code_attempts == 0
+    assert not AuditEvent.objects.filter(action__startswith="export.code").exists()
+
+
 @pytest.mark.parametrize("code", ["", "12345", "1234567", "abcdef", "\uff11\uff12\uff13\uff14\uff15\uff16", "\x00" * 6])
 def test_a_malformed_code_is_refused_without_counting_an_attempt(client, completed_access, code):
     response = enter(client, completed_access, code)
