@@ -431,3 +431,29 @@ def test_project_update_refuses_a_name_taken_by_another_project():
         project_update(project=second, actor=Actor.system("test"), name="first")
     with pytest.raises(TypeError):
         project_update(project=second, actor=Actor.system("test"), credential_status="ok")
+
+
+def test_add_by_a_staff_user_is_recorded_as_that_user_and_an_unknown_user_is_refused(token_file, staff_user):
+    message, _ = refused(
+        "mixpanel_project",
+        "add",
+        "--name",
+        "P",
+        "--project-id",
+        "1",
+        "--token",
+        "t",
+        "--oauth-token-file",
+        token_file,
+        "--token-expires",
+        "2027-01-01",
+        "--residency",
+        "us",
+        "--by",
+        "ghost",
+    )
+    assert message == "No user named 'ghost'."
+    assert not MixpanelProject.objects.exists()
+    _add(token_file, "--by", "alice")
+    event = AuditEvent.objects.get(action="project.created")
+    assert (event.actor_type, event.actor_label) == ("staff", "alice")

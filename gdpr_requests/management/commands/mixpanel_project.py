@@ -76,6 +76,7 @@ class Command(BaseCommand):
             "--api-secret-file", metavar="FILE", help="File holding the API secret (opens retrieval ZIPs)."
         )
         add.add_argument("--owner-email", default="", help="The Mixpanel user who created the OAuth token.")
+        add.add_argument("--by", metavar="USERNAME", help="Record the change as made by this staff user.")
         add.add_argument("--json", action="store_true", help="Print the project as JSON.")
 
         update = sub.add_parser("update", help="Change a project: renew its token, move it, pause it.")
@@ -91,6 +92,7 @@ class Command(BaseCommand):
         active = update.add_mutually_exclusive_group()
         active.add_argument("--activate", dest="is_active", action="store_true", default=None)
         active.add_argument("--deactivate", dest="is_active", action="store_false")
+        update.add_argument("--by", metavar="USERNAME", help="Record the change as made by this staff user.")
         update.add_argument("--json", action="store_true")
 
         listing = sub.add_parser("list", help="Projects with token expiry and credential status (no secrets).")
@@ -124,7 +126,7 @@ class Command(BaseCommand):
                 deletion_batch_size=options["batch_size"],
                 api_secret=api_secret,
                 token_owner_email=options["owner_email"],
-                actor=actor_for(None),
+                actor=actor_for(options["by"]),
             )
         except ServiceError as exc:
             raise CommandError(str(exc)) from None
@@ -155,7 +157,7 @@ class Command(BaseCommand):
         if "oauth_token" in changes and "token_expires_on" not in changes:
             raise CommandError("A new OAuth token needs its expiry date: add --token-expires YYYY-MM-DD.")
         try:
-            project = project_update(project=project, actor=actor_for(None), **changes)
+            project = project_update(project=project, actor=actor_for(options["by"]), **changes)
         except ServiceError as exc:
             raise CommandError(str(exc)) from None
         self._report(project, options, "Updated")
