@@ -417,9 +417,15 @@ def summary_charts(summary: ComplianceSummary) -> dict[str, Drawing]:
     }
 
 
+_SVG_FAMILY = "'DejaVu Sans', Verdana, sans-serif"
+
+
 def chart_svg_data_uri(drawing: Drawing) -> str:
     """The drawing as an SVG data URI for an <img> (the page's CSP forbids inline styles, not data: images)."""
     svg = renderSVG.drawToString(drawing)
+    # ReportLab names fonts by their registered names; a browser knows the families.
+    svg = svg.replace("font-family: DejaVuSans-Bold", f"font-family: {_SVG_FAMILY}; font-weight: bold")
+    svg = svg.replace("font-family: DejaVuSans", f"font-family: {_SVG_FAMILY}")
     return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
 
 
