@@ -148,7 +148,7 @@ def test_the_evidence_pdf_has_the_facts_tasks_history_export_and_chain_but_no_pe
 
 def test_missing_fonts_give_a_clear_error(settings, monkeypatch, tmp_path, dataset):
     settings.REPORTS_FONT_DIR = str(tmp_path)
-    monkeypatch.setattr(pdf, "_fonts_ready", False)
+    monkeypatch.setattr(pdf.base, "_fonts_ready", False)
     with pytest.raises(pdf.PdfFontsMissing, match="apt-get install fonts-dejavu-core"):
         pdf.render_summary_pdf(_summary())
 
