@@ -11,6 +11,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     VAR_DIR=/srv/dsr/var \
     EXPORTS_DIR=/srv/dsr/exports
 
+# Fonts for PDF reports: DejaVu (Latin, Greek, Cyrillic) and Droid Sans Fallback (CJK).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends fonts-dejavu-core fonts-droid-fallback \
+    && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /app
 COPY requirements.txt .
 RUN pip install -r requirements.txt

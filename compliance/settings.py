@@ -280,6 +280,12 @@ CREDENTIAL_EXPIRY_WARNING_DAYS = (30, 7, 1)
 
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
+# Fonts embedded in PDF reports (Debian: fonts-dejavu-core, fonts-droid-fallback for CJK).
+REPORTS_FONT_DIR = env.str("REPORTS_FONT_DIR", default="/usr/share/fonts/truetype/dejavu")
+REPORTS_FALLBACK_FONT = env.str(
+    "REPORTS_FALLBACK_FONT", default="/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf"
+)
+
 # --- Celery -------------------------------------------------------------------------------------------
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

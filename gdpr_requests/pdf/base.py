@@ -38,10 +38,8 @@ from reportlab.platypus import (
 
 from ..reports.summary import NO_VALUE
 
-DEFAULT_FONT_DIR = "/usr/share/fonts/truetype/dejavu"
-# DejaVu has Latin, Greek and Cyrillic but no CJK: runs of characters it lacks are drawn with this font when it
-# is installed (Debian fonts-droid-fallback), otherwise they come out blank.
-DEFAULT_FALLBACK_FONT = "/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf"
+# DejaVu (settings.REPORTS_FONT_DIR) has Latin, Greek and Cyrillic but no CJK: runs of characters it lacks are
+# drawn with settings.REPORTS_FALLBACK_FONT when it is installed (Debian fonts-droid-fallback), else left blank.
 FALLBACK_FONT = "DroidSansFallback"
 FONT_FILES = {
     "DejaVuSans": "DejaVuSans.ttf",
@@ -91,7 +89,7 @@ def register_fonts() -> None:
     global _fonts_ready, _main_chars, _fallback_chars
     if _fonts_ready:
         return
-    folder = Path(getattr(settings, "REPORTS_FONT_DIR", DEFAULT_FONT_DIR))
+    folder = Path(settings.REPORTS_FONT_DIR)
     missing = [name for name in FONT_FILES.values() if not (folder / name).is_file()]
     if missing:
         raise PdfFontsMissing(
@@ -102,7 +100,7 @@ def register_fonts() -> None:
         pdfmetrics.registerFont(TTFont(name, str(folder / filename)))
     pdfmetrics.registerFontFamily(FONT, normal=FONT, bold=FONT_BOLD, italic=FONT_ITALIC, boldItalic=FONT_BOLD)
     _main_chars = frozenset(pdfmetrics.getFont(FONT).face.charToGlyph)
-    fallback = Path(getattr(settings, "REPORTS_FALLBACK_FONT", DEFAULT_FALLBACK_FONT))
+    fallback = Path(settings.REPORTS_FALLBACK_FONT)
     if fallback.is_file():
         pdfmetrics.registerFont(TTFont(FALLBACK_FONT, str(fallback)))
         _fallback_chars = frozenset(pdfmetrics.getFont(FALLBACK_FONT).face.charToGlyph) - _main_chars
