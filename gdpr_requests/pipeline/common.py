@@ -226,17 +226,21 @@ def enqueue_plan(request_id: int) -> None:
         logger.warning("could not enqueue planning of request %s (%s)", request_id, type(exc).__name__)
 
 
-def finish_step(task: MixpanelTask, *, next_at: datetime | None, fields: Iterable[str] = ()) -> None:
+def finish_step(
+    task: MixpanelTask, *, next_at: datetime | None, fields: Iterable[str] = (), follow_up: bool = True
+) -> None:
     """Save the step's outcome fields, set the next attempt and release the task. Inside a transaction.
 
-    A retry due before the next sweep is enqueued with a countdown (and claimed, so the sweep leaves it),
-    so a task that waits a second for the rate limiter does not wait for the sweep as well.
+    With ``follow_up``, a next step due before the next sweep is enqueued with a countdown (and claimed, so the
+    sweep leaves it): a download right after SUCCESS, a resubmission after a 409, a quick retry. A step that only
+    found the rate limiter busy passes False: the sweep hands out a project's tasks at the limiter's pace, and
+    tasks re-enqueueing themselves every second would only crowd the queue.
     """
     now = timezone.now()
     task.next_attempt_at = next_at
     task.running_until = None
     task.claimed_until = None
-    soon = next_at is not None and task.state in DISPATCHABLE
+    soon = follow_up and next_at is not None and task.state in DISPATCHABLE
     countdown = max(0.0, (next_at - now).total_seconds()) if soon else 0.0
     if soon and countdown <= float(settings.GDPR_DISPATCH_INTERVAL_SECONDS):
         task.claimed_until = next_at + timedelta(seconds=DISPATCH_LEASE_SECONDS)

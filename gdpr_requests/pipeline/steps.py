@@ -79,6 +79,12 @@ SUBMIT, POLL, CANCEL, DOWNLOAD = "submit", "poll", "cancel", "download"
 
 def task_step(*, task_id: int) -> str:
     """Do what the task's state calls for, once. Returns a word for logs and tests: what happened."""
+    outcome = _step(task_id)
+    logger.info("mixpanel task %s: %s", task_id, outcome)
+    return outcome
+
+
+def _step(task_id: int) -> str:
     now = timezone.now()
     taken = (
         MixpanelTask.objects.filter(pk=task_id, state__in=DISPATCHABLE, next_attempt_at__lte=now)
@@ -111,7 +117,8 @@ def task_step(*, task_id: int) -> str:
         wait = float(settings.GDPR_DISPATCH_INTERVAL_SECONDS)
     if wait > 0:
         with transaction.atomic():
-            finish_step(task, next_at=after(wait))
+            finish_step(task, next_at=after(wait), follow_up=False)
+        logger.debug("mixpanel task %s waits %.2fs for the rate limiter", task_id, wait)
         return "waiting"
     session = requests.Session()
     try:
@@ -457,7 +464,10 @@ def _apply_status(task: MixpanelTask, status: DeletionStatus | RetrievalStatus) 
                 task.result_url = link
                 task.attempts = 0
                 task.last_error = ""
-                finish_step(task, next_at=now, fields=[*fields, "state", "result_url"])
+                # The slot this poll used frees one interval after it: be there then.
+                finish_step(
+                    task, next_at=after(ratelimit.interval_seconds(), now), fields=[*fields, "state", "result_url"]
+                )
                 return "downloading"
         elif remote == FAILURE:
             task.attempts = 0

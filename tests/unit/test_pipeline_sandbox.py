@@ -14,7 +14,7 @@ import pytest
 from django.utils import timezone
 
 from gdpr_requests import exports, pipeline, states
-from gdpr_requests.audit import verify_database
+from gdpr_requests.audit import Actor, verify_database
 from gdpr_requests.models import ApiCall, MixpanelProject, MixpanelTask, SubjectExport, TaskState
 from gdpr_requests.pipeline.common import DISPATCHABLE
 
@@ -26,7 +26,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def sandboxed(live_server, settings):
     settings.REDIS_URL = ""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.MIXPANEL_SANDBOX_ENABLED = True
     settings.MIXPANEL_SANDBOX_STEP_SECONDS = 0.3
     settings.MIXPANEL_SANDBOX_RATE_LIMIT = True  # the sandbox answers 429 to a second call within a second
