@@ -12,7 +12,10 @@ import os
 bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
 # The usual (2 x cores) + 1, capped: each worker keeps a PostgreSQL connection open (CONN_MAX_AGE).
 workers = int(os.environ.get("WEB_CONCURRENCY", min(2 * multiprocessing.cpu_count() + 1, 9)))
-worker_class = "sync"
+# Sync workers by default. GUNICORN_THREADS > 1 gives threaded workers, which serve other requests while one
+# waits for PostgreSQL; each thread holds its own database connection (plan max_connections for it).
+threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+worker_class = "gthread" if threads > 1 else "sync"
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 30
 keepalive = 5

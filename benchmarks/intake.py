@@ -268,7 +268,8 @@ def report(bare: PhaseResult, form: PhaseResult, args: argparse.Namespace, creat
     ]
     print()
     print(
-        f"Intake benchmark: gunicorn {args.workers} sync workers (gunicorn.conf.py), production settings, "
+        f"Intake benchmark: gunicorn {args.workers} workers x {os.environ.get('GUNICORN_THREADS', '1')} thread(s) "
+        "(gunicorn.conf.py), production settings, "
         f"PostgreSQL and Redis on loopback; {args.concurrency} concurrent clients, {args.duration:.0f} s per phase "
         f"after {WARMUP_SECONDS:.0f} s warm-up; load generator on the same machine ({os.cpu_count()} CPUs)."
     )
