@@ -12,21 +12,14 @@ For a PENDING_SUBMIT task it also marks that a create was sent: planning no long
 
 from __future__ import annotations
 
-import hashlib
-import io
-import shutil
-import zipfile
-from typing import Any
-
 import requests
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from .. import exports
 from ..crypto import DecryptionError
-from ..mixpanel import archive, ratelimit
+from ..mixpanel import ratelimit
 from ..mixpanel.client import (
     CONFLICT,
     CREDENTIAL,
@@ -39,10 +32,8 @@ from ..mixpanel.client import (
 )
 from ..models import (
     CredentialStatus,
-    DataSubjectRequest,
     MixpanelProject,
     MixpanelTask,
-    SubjectExport,
     TaskRequestLink,
     TaskState,
 )
@@ -58,9 +49,7 @@ from .common import (
     SUCCESS,
     UNKNOWN,
     after,
-    backoff_seconds,
     build_client,
-    download_hosts,
     finish_step,
     history,
     is_deletion,
@@ -68,11 +57,12 @@ from .common import (
     live_requests,
     logger,
     poll_delay,
-    project_folder,
     settle_requests,
     task_audit,
 )
 from .credentials import credential_failed
+from .outcomes import begin_attempt, child_task, give_up, retry_later, split_batch
+from .retrieval import download
 
 SUBMIT, POLL, CANCEL, DOWNLOAD = "submit", "poll", "cancel", "download"
 
@@ -122,7 +112,7 @@ def _step(task_id: int) -> str:
         return "waiting"
     session = requests.Session()
     try:
-        handler = {SUBMIT: _submit, POLL: _poll, CANCEL: _cancel, DOWNLOAD: _download}[action]
+        handler = {SUBMIT: _submit, POLL: _poll, CANCEL: _cancel, DOWNLOAD: download}[action]
         return handler(task, project, session)
     finally:
         session.close()
@@ -163,17 +153,6 @@ def _action_for(task: MixpanelTask) -> str | None:
     if is_deletion(task) and _wants_cancel(task):
         return CANCEL
     return POLL
-
-
-def _begin_attempt(task: MixpanelTask) -> MixpanelTask | None:
-    """Count the attempt before the call (so a crash counts) and re-read the row; None when it moved on."""
-    with transaction.atomic():
-        fresh = MixpanelTask.objects.select_for_update(of=("self",)).select_related("project").get(pk=task.pk)
-        if fresh.state != task.state:
-            return None
-        fresh.attempts += 1
-        fresh.save(update_fields=["attempts", "updated_at"])
-    return fresh
 
 
 # --- submit -------------------------------------------------------------------------------------------
@@ -249,11 +228,11 @@ def _submit_failed(task: MixpanelTask, exc: MixpanelError) -> str:
             # up, so we resubmit; a second retrieval of the same data costs Mixpanel work, not correctness.
             with transaction.atomic():
                 task_audit(task, "task.create_ambiguous", error=str(exc)[:200], attempts=task.attempts)
-        return _retry_later(task, exc)
+        return retry_later(task, exc)
     # Mixpanel refused the payload (400, 404): repeating it would fail again. Halve a batch to find the bad id.
     if is_deletion(task) and len(task.distinct_ids) > 1:
-        return _split(task, why=str(exc))
-    return _give_up(task, TaskState.FAILED, str(exc))
+        return split_batch(task, why=str(exc))
+    return give_up(task, TaskState.FAILED, str(exc))
 
 
 def _conflict(task: MixpanelTask, exc: MixpanelError) -> str:
@@ -261,7 +240,7 @@ def _conflict(task: MixpanelTask, exc: MixpanelError) -> str:
     conflicting = [value for value in task.distinct_ids if value in set(exc.conflicting_distinct_ids)]
     if not conflicting or not exc.conflicting_task_ids:
         # Nothing we can link to: the running deletion will end; try again later.
-        return _retry_later(task, exc)
+        return retry_later(task, exc)
     with transaction.atomic():
         task = MixpanelTask.objects.select_for_update(of=("self",)).select_related("project").get(pk=task.pk)
         requests_by_pk = {r.pk: r for r in live_requests(task)}
@@ -273,7 +252,7 @@ def _conflict(task: MixpanelTask, exc: MixpanelError) -> str:
         }
         if any(t.state == TaskState.CANCELLED for t in known.values()):
             # Our own cancelled task still blocks the ids at Mixpanel for a moment: wait for it to go.
-            return _retry_later(task, exc)
+            return retry_later(task, exc)
         unknown_ids = [tid for tid in exc.conflicting_task_ids if tid not in known]
         # Ids that a known running task carries belong to it; the others go to the tasks we did not know.
         unassigned = [value for value in conflicting if not any(value in t.distinct_ids for t in known.values())]
@@ -319,7 +298,7 @@ def _conflict(task: MixpanelTask, exc: MixpanelError) -> str:
         finish_step(task, next_at=None, fields=["state", "finished_at", "last_error"])
         child_id = None
         if rest:
-            child = _child(task, rest, requests_by_pk.values(), now)
+            child = child_task(task, rest, requests_by_pk.values(), now)
             child_id = child.pk
         task_audit(
             task,
@@ -334,74 +313,11 @@ def _conflict(task: MixpanelTask, exc: MixpanelError) -> str:
     return "conflict"
 
 
-def _child(parent: MixpanelTask, ids: list[str], requests: Any, now: Any) -> MixpanelTask:
-    """A new task for part of ``parent``'s ids, serving the requests that ask for them."""
-    child = MixpanelTask.objects.create(
-        project=parent.project,
-        kind=parent.kind,
-        compliance_type=parent.compliance_type,
-        disclosure_type=parent.disclosure_type,
-        distinct_ids=ids,
-        parent=parent,
-        next_attempt_at=now,
-    )
-    wanted = set(ids)
-    TaskRequestLink.objects.bulk_create(
-        [TaskRequestLink(task=child, request=r) for r in requests if wanted.intersection(r.distinct_ids or [])],
-        ignore_conflicts=True,
-    )
-    return child
-
-
-def _split(task: MixpanelTask, *, why: str) -> str:
-    """A multi-id deletion failed: resubmit it as two halves (parent SUPERSEDED), so one bad id fails alone."""
-    with transaction.atomic():
-        task = MixpanelTask.objects.select_for_update(of=("self",)).select_related("project").get(pk=task.pk)
-        requests_live = list(live_requests(task))
-        ids = live_ids(task)
-        now = timezone.now()
-        middle = (len(ids) + 1) // 2
-        children = [_child(task, half, requests_live, now) for half in (ids[:middle], ids[middle:]) if half]
-        task.state = TaskState.SUPERSEDED
-        task.finished_at = now
-        task.last_error = why[:500]
-        finish_step(
-            task, next_at=None, fields=["state", "finished_at", "last_error", "status_history", "remote_status"]
-        )
-        task_audit(task, "task.split", why=why[:200], id_count=len(ids), child_task_ids=[c.pk for c in children])
-        settle_requests(r.pk for r in requests_live)
-    return "split"
-
-
-def _retry_later(task: MixpanelTask, exc: MixpanelError, *, final_state: str = TaskState.FAILED) -> str:
-    with transaction.atomic():
-        task = MixpanelTask.objects.select_for_update().get(pk=task.pk)
-        if task.attempts < settings.MIXPANEL_MAX_ATTEMPTS:
-            task.last_error = str(exc)[:500]
-            wait = backoff_seconds(task.attempts, exc.retry_after)
-            finish_step(task, next_at=after(wait), fields=["last_error"])
-            return "retry"
-    return _give_up(task, final_state, f"gave up after {task.attempts} attempts: {exc}")
-
-
-def _give_up(task: MixpanelTask, state: str, why: str) -> str:
-    with transaction.atomic():
-        task = MixpanelTask.objects.select_for_update().get(pk=task.pk)
-        task.state = state
-        task.last_error = why[:500]
-        task.finished_at = timezone.now()
-        task.result_url = ""
-        finish_step(task, next_at=None, fields=["state", "last_error", "finished_at", "result_url"])
-        task_audit(task, "task.failed" if state == TaskState.FAILED else "task.needs_attention", why=why[:200])
-        settle_requests(task.requests.values_list("pk", flat=True))
-    return state
-
-
 # --- poll ---------------------------------------------------------------------------------------------
 
 
 def _poll(task: MixpanelTask, project: MixpanelProject, session: requests.Session) -> str:
-    fresh = _begin_attempt(task)
+    fresh = begin_attempt(task)
     if fresh is None:
         return "skipped"
     task = fresh
@@ -416,8 +332,8 @@ def _poll(task: MixpanelTask, project: MixpanelProject, session: requests.Sessio
             credential_failed(project, http_status=exc.http_status, error=str(exc))
             return "paused"
         if exc.kind == NOT_FOUND:
-            return _give_up(task, TaskState.NEEDS_ATTENTION, "Mixpanel does not know this task (HTTP 404)")
-        return _retry_later(task, exc, final_state=TaskState.NEEDS_ATTENTION)
+            return give_up(task, TaskState.NEEDS_ATTENTION, "Mixpanel does not know this task (HTTP 404)")
+        return retry_later(task, exc, final_state=TaskState.NEEDS_ATTENTION)
     return _apply_status(task, status)
 
 
@@ -493,21 +409,21 @@ def _apply_status(task: MixpanelTask, status: DeletionStatus | RetrievalStatus) 
             return "polled"
     # Final remote answers that end the task badly (outside the transaction above: these open their own).
     if remote == SUCCESS:
-        return _give_up(task, TaskState.NEEDS_ATTENTION, "Mixpanel reported SUCCESS without a result link")
+        return give_up(task, TaskState.NEEDS_ATTENTION, "Mixpanel reported SUCCESS without a result link")
     if remote == FAILURE:
         if is_deletion(task) and len(task.distinct_ids) > 1:
-            return _split(task, why="Mixpanel reported FAILURE for the batch")
-        return _give_up(task, TaskState.FAILED, f"Mixpanel reported FAILURE for this {task.kind}")
+            return split_batch(task, why="Mixpanel reported FAILURE for the batch")
+        return give_up(task, TaskState.FAILED, f"Mixpanel reported FAILURE for this {task.kind}")
     if remote == REVOKED:
-        return _give_up(task, TaskState.NEEDS_ATTENTION, "the task was cancelled at Mixpanel (REVOKED)")
-    return _give_up(task, TaskState.NEEDS_ATTENTION, "Mixpanel does not know this task (NOT_FOUND)")
+        return give_up(task, TaskState.NEEDS_ATTENTION, "the task was cancelled at Mixpanel (REVOKED)")
+    return give_up(task, TaskState.NEEDS_ATTENTION, "Mixpanel does not know this task (NOT_FOUND)")
 
 
 # --- cancel -------------------------------------------------------------------------------------------
 
 
 def _cancel(task: MixpanelTask, project: MixpanelProject, session: requests.Session) -> str:
-    fresh = _begin_attempt(task)
+    fresh = begin_attempt(task)
     if fresh is None:
         return "skipped"
     task = fresh
@@ -519,7 +435,7 @@ def _cancel(task: MixpanelTask, project: MixpanelProject, session: requests.Sess
             credential_failed(project, http_status=exc.http_status, error=str(exc))
             return "paused"
         if exc.kind in (TRANSIENT, RATE_LIMITED):
-            return _retry_later(task, exc, final_state=TaskState.NEEDS_ATTENTION)
+            return retry_later(task, exc, final_state=TaskState.NEEDS_ATTENTION)
         if exc.kind != NOT_FOUND:
             # Refused (400/409): it has started, or Mixpanel will not say. Follow it to its end instead.
             with transaction.atomic():
@@ -547,104 +463,3 @@ def _cancel(task: MixpanelTask, project: MixpanelProject, session: requests.Sess
         task_audit(task, "task.cancelled", remote=True)
         settle_requests(live_requests(task).values_list("pk", flat=True))
     return "cancelled"
-
-
-# --- download -----------------------------------------------------------------------------------------
-
-
-def _download(task: MixpanelTask, project: MixpanelProject, session: requests.Session) -> str:
-    fresh = _begin_attempt(task)
-    if fresh is None:
-        return "skipped"
-    task = fresh
-    client = build_client(project, session=session, task=task)
-    try:
-        content = client.download(
-            url=task.result_url,
-            allowed_hosts=download_hosts(project),
-            max_bytes=int(settings.MIXPANEL_EXPORT_MAX_BYTES),
-        )
-    except MixpanelError as exc:
-        if exc.kind in (TRANSIENT, RATE_LIMITED):
-            return _retry_later(task, exc, final_state=TaskState.NEEDS_ATTENTION)
-        # A host we do not allow, a body over the size cap, or a dead link: staff must look at it.
-        return _reject(task, reason=exc.kind, message=str(exc), http_status=exc.http_status)
-    received_sha256 = hashlib.sha256(content).hexdigest()
-    try:
-        data = archive.inspect_result(content, api_secret=project.api_secret)
-    except archive.ArchiveRejected as exc:
-        return _reject(task, reason=exc.reason, message=str(exc), sha256=received_sha256, size=len(content))
-    request = live_requests(task).first()
-    if request is None:  # withdrawn while we downloaded
-        with transaction.atomic():
-            task.state = TaskState.CANCELLED
-            task.result_url = ""
-            task.finished_at = timezone.now()
-            finish_step(task, next_at=None, fields=["state", "result_url", "finished_at"])
-            task_audit(task, "task.cancelled", remote=False)
-        return "cancelled"
-    merged = _merge_into_export(request, project_folder(project), data)
-    with transaction.atomic():
-        export = exports.export_store(
-            request=request,
-            content=merged,
-            content_type="application/zip",
-            original_name=f"{request.reference}-mixpanel-data.zip",
-            task=task,
-        )
-        task = MixpanelTask.objects.select_for_update().get(pk=task.pk)
-        task.state = TaskState.SUCCEEDED
-        task.result_url = ""
-        task.attempts = 0
-        task.last_error = ""
-        task.finished_at = timezone.now()
-        finish_step(task, next_at=None, fields=["state", "result_url", "attempts", "last_error", "finished_at"])
-        task_audit(
-            task,
-            "task.downloaded",
-            sha256=received_sha256,
-            size=len(content),
-            stored_sha256=export.sha256,
-            stored_size=export.size,
-        )
-        settle_requests([request.pk])
-    return "downloaded"
-
-
-def _reject(task: MixpanelTask, *, reason: str, message: str, **details: Any) -> str:
-    with transaction.atomic():
-        task_audit(task, "task.result_rejected", reason=reason, **details)
-    logger.warning("retrieval result of task %s refused: %s", task.pk, reason)
-    return _give_up(task, TaskState.NEEDS_ATTENTION, f"retrieval result refused: {message}")
-
-
-def _merge_into_export(request: DataSubjectRequest, folder: str, data: bytes) -> bytes:
-    """The subject's file: one ZIP with a folder per project. A request spanning projects gets its results
-    one at a time, so earlier folders are carried over from the stored export; this project's is replaced."""
-    output = io.BytesIO()
-    prefix = f"{folder}/"
-    with zipfile.ZipFile(output, "w", compression=zipfile.ZIP_DEFLATED) as target:
-        existing = SubjectExport.objects.filter(request=request, deleted_at__isnull=True).first()
-        if existing is not None:
-            try:
-                with exports.export_open(existing) as handle, zipfile.ZipFile(handle) as previous:
-                    for info in previous.infolist():
-                        if not info.filename.startswith(prefix) and not info.is_dir():
-                            _copy_member(previous, info, target, info.filename)
-            except (OSError, zipfile.BadZipFile):
-                logger.warning("earlier export of a request could not be read; replacing it")
-        if archive.is_zip(data):
-            with zipfile.ZipFile(io.BytesIO(data)) as source:
-                for info in source.infolist():
-                    if not info.is_dir():
-                        _copy_member(source, info, target, prefix + info.filename.lstrip("/"))
-        else:
-            target.writestr(prefix + "data.json", data)
-    return output.getvalue()
-
-
-def _copy_member(source: zipfile.ZipFile, info: zipfile.ZipInfo, target: zipfile.ZipFile, name: str) -> None:
-    entry = zipfile.ZipInfo(name, date_time=info.date_time)
-    entry.compress_type = zipfile.ZIP_DEFLATED
-    with source.open(info) as reader, target.open(entry, "w", force_zip64=info.file_size > 1 << 30) as writer:
-        shutil.copyfileobj(reader, writer, 64 * 1024)

@@ -1,0 +1,129 @@
+"""The download step of a retrieval: fetch the result link at once from an allowed host, check it
+(mixpanel/archive.py), and store it as the request's export, one folder per project in one ZIP."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+import zipfile
+from typing import Any
+
+import requests
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from .. import exports
+from ..mixpanel import archive
+from ..mixpanel.client import RATE_LIMITED, TRANSIENT, MixpanelError
+from ..models import DataSubjectRequest, MixpanelProject, MixpanelTask, SubjectExport, TaskState
+from .common import (
+    build_client,
+    download_hosts,
+    finish_step,
+    live_requests,
+    logger,
+    project_folder,
+    settle_requests,
+    task_audit,
+)
+from .outcomes import begin_attempt, give_up, retry_later
+
+
+def download(task: MixpanelTask, project: MixpanelProject, session: requests.Session) -> str:
+    fresh = begin_attempt(task)
+    if fresh is None:
+        return "skipped"
+    task = fresh
+    client = build_client(project, session=session, task=task)
+    try:
+        content = client.download(
+            url=task.result_url,
+            allowed_hosts=download_hosts(project),
+            max_bytes=int(settings.MIXPANEL_EXPORT_MAX_BYTES),
+        )
+    except MixpanelError as exc:
+        if exc.kind in (TRANSIENT, RATE_LIMITED):
+            return retry_later(task, exc, final_state=TaskState.NEEDS_ATTENTION)
+        # A host we do not allow, a body over the size cap, or a dead link: staff must look at it.
+        return _reject(task, reason=exc.kind, message=str(exc), http_status=exc.http_status)
+    received_sha256 = hashlib.sha256(content).hexdigest()
+    try:
+        data = archive.inspect_result(content, api_secret=project.api_secret)
+    except archive.ArchiveRejected as exc:
+        return _reject(task, reason=exc.reason, message=str(exc), sha256=received_sha256, size=len(content))
+    request = live_requests(task).first()
+    if request is None:  # withdrawn while we downloaded
+        with transaction.atomic():
+            task.state = TaskState.CANCELLED
+            task.result_url = ""
+            task.finished_at = timezone.now()
+            finish_step(task, next_at=None, fields=["state", "result_url", "finished_at"])
+            task_audit(task, "task.cancelled", remote=False)
+        return "cancelled"
+    merged = _merge_into_export(request, project_folder(project), data)
+    with transaction.atomic():
+        export = exports.export_store(
+            request=request,
+            content=merged,
+            content_type="application/zip",
+            original_name=f"{request.reference}-mixpanel-data.zip",
+            task=task,
+        )
+        task = MixpanelTask.objects.select_for_update().get(pk=task.pk)
+        task.state = TaskState.SUCCEEDED
+        task.result_url = ""
+        task.attempts = 0
+        task.last_error = ""
+        task.finished_at = timezone.now()
+        finish_step(task, next_at=None, fields=["state", "result_url", "attempts", "last_error", "finished_at"])
+        task_audit(
+            task,
+            "task.downloaded",
+            sha256=received_sha256,
+            size=len(content),
+            stored_sha256=export.sha256,
+            stored_size=export.size,
+        )
+        settle_requests([request.pk])
+    return "downloaded"
+
+
+def _reject(task: MixpanelTask, *, reason: str, message: str, **details: Any) -> str:
+    with transaction.atomic():
+        task_audit(task, "task.result_rejected", reason=reason, **details)
+    logger.warning("retrieval result of task %s refused: %s", task.pk, reason)
+    return give_up(task, TaskState.NEEDS_ATTENTION, f"retrieval result refused: {message}")
+
+
+def _merge_into_export(request: DataSubjectRequest, folder: str, data: bytes) -> bytes:
+    """The subject's file: one ZIP with a folder per project. A request spanning projects gets its results
+    one at a time, so earlier folders are carried over from the stored export; this project's is replaced."""
+    output = io.BytesIO()
+    prefix = f"{folder}/"
+    with zipfile.ZipFile(output, "w", compression=zipfile.ZIP_DEFLATED) as target:
+        existing = SubjectExport.objects.filter(request=request, deleted_at__isnull=True).first()
+        if existing is not None:
+            try:
+                with exports.export_open(existing) as handle, zipfile.ZipFile(handle) as previous:
+                    for info in previous.infolist():
+                        if not info.filename.startswith(prefix) and not info.is_dir():
+                            _copy_member(previous, info, target, info.filename)
+            except (OSError, zipfile.BadZipFile):
+                logger.warning("earlier export of a request could not be read; replacing it")
+        if archive.is_zip(data):
+            with zipfile.ZipFile(io.BytesIO(data)) as source:
+                for info in source.infolist():
+                    if not info.is_dir():
+                        _copy_member(source, info, target, prefix + info.filename.lstrip("/"))
+        else:
+            target.writestr(prefix + "data.json", data)
+    return output.getvalue()
+
+
+def _copy_member(source: zipfile.ZipFile, info: zipfile.ZipInfo, target: zipfile.ZipFile, name: str) -> None:
+    entry = zipfile.ZipInfo(name, date_time=info.date_time)
+    entry.compress_type = zipfile.ZIP_DEFLATED
+    with source.open(info) as reader, target.open(entry, "w", force_zip64=info.file_size > 1 << 30) as writer:
+        shutil.copyfileobj(reader, writer, 64 * 1024)
