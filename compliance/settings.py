@@ -49,7 +49,9 @@ DEBUG = env.bool("DJANGO_DEBUG", default=not PRODUCTION)
 if PRODUCTION and DEBUG:
     raise ImproperlyConfigured("DJANGO_DEBUG must be off when DJANGO_ENV=production.")
 
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]", "testserver"])
+ALLOWED_HOSTS = env.list(
+    "ALLOWED_HOSTS", default=[] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]", "testserver"]
+)
 if PRODUCTION and not ALLOWED_HOSTS:
     raise ImproperlyConfigured("ALLOWED_HOSTS must be set when DJANGO_ENV=production.")
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -197,9 +199,9 @@ elif not FIELD_ENCRYPTION_KEYS:
 AUDIT_CHAIN_KEY = _required_secret("AUDIT_CHAIN_KEY", _DEV_AUDIT_KEY, min_length=32)
 # Keyed hash of requester emails (lookup and duplicate detection without clear text). It must outlive every
 # request, like the chain key, so it is derived from it unless set on its own.
-EMAIL_HASH_KEY = env.str("EMAIL_HASH_KEY", default="") or hashlib.sha256(
-    b"email-lookup:" + AUDIT_CHAIN_KEY.encode()
-).hexdigest()
+EMAIL_HASH_KEY = (
+    env.str("EMAIL_HASH_KEY", default="") or hashlib.sha256(b"email-lookup:" + AUDIT_CHAIN_KEY.encode()).hexdigest()
+)
 
 # --- Email --------------------------------------------------------------------------------------------
 EMAIL_BACKEND = env.str(

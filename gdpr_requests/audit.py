@@ -76,9 +76,9 @@ class Actor:
     @classmethod
     def for_user(cls, user: Any) -> Actor:
         """Staff unless the user is only an auditor."""
-        if user.groups.filter(name="Auditors").exists() and not user.groups.filter(name="Privacy staff").exists():
-            if not user.is_superuser:
-                return cls.auditor(user)
+        names = set(user.groups.values_list("name", flat=True))
+        if "Auditors" in names and "Privacy staff" not in names and not user.is_superuser:
+            return cls.auditor(user)
         return cls.staff(user)
 
 
@@ -213,8 +213,10 @@ def verify_records(
     current = next(iterator, None)
     if current is None:
         return VerifyResult(ok=True, count=0, head=start_prev_hash or GENESIS_HASH)
-    prev_hash = start_prev_hash if start_prev_hash is not None else (
-        GENESIS_HASH if current["sequence"] == 1 else current["prev_hash"]
+    prev_hash = (
+        start_prev_hash
+        if start_prev_hash is not None
+        else (GENESIS_HASH if current["sequence"] == 1 else current["prev_hash"])
     )
     expected = current["sequence"] if start_prev_hash is not None or current["sequence"] != 1 else 1
     count = 0
@@ -223,23 +225,41 @@ def verify_records(
         seq = current["sequence"]
         if check_links and seq != expected:
             if seq > expected:
-                return VerifyResult(False, count, prev_hash, expected, MISSING,
-                                    f"events {expected} to {seq - 1} are missing (deleted)")
+                return VerifyResult(
+                    False, count, prev_hash, expected, MISSING, f"events {expected} to {seq - 1} are missing (deleted)"
+                )
             return VerifyResult(False, count, prev_hash, seq, INSERTED, f"sequence {seq} appears twice or out of order")
         content_ok = hmac.compare_digest(compute_hash(current["prev_hash"], current, key=key), current["hash"])
         link_ok = current["prev_hash"] == prev_hash
         if not content_ok:
             if check_links and following is not None and following["prev_hash"] == prev_hash and link_ok:
-                return VerifyResult(False, count, prev_hash, seq, INSERTED,
-                                    "this event is not part of the chain (the next event links past it)")
-            return VerifyResult(False, count, prev_hash, seq, EDITED,
-                                "its contents do not match its hash (changed after it was written)")
+                return VerifyResult(
+                    False,
+                    count,
+                    prev_hash,
+                    seq,
+                    INSERTED,
+                    "this event is not part of the chain (the next event links past it)",
+                )
+            return VerifyResult(
+                False,
+                count,
+                prev_hash,
+                seq,
+                EDITED,
+                "its contents do not match its hash (changed after it was written)",
+            )
         if check_links and not link_ok:
             if hash_exists is not None and hash_exists(current["prev_hash"]):
-                return VerifyResult(False, count, prev_hash, seq, REORDERED,
-                                    "it links to an event that is elsewhere in the chain (events were moved)")
-            return VerifyResult(False, count, prev_hash, seq, MISSING,
-                                "the event it links to is missing (deleted)")
+                return VerifyResult(
+                    False,
+                    count,
+                    prev_hash,
+                    seq,
+                    REORDERED,
+                    "it links to an event that is elsewhere in the chain (events were moved)",
+                )
+            return VerifyResult(False, count, prev_hash, seq, MISSING, "the event it links to is missing (deleted)")
         prev_hash = current["hash"]
         count += 1
         expected = seq + 1
@@ -305,8 +325,14 @@ def verify_file(path: str, *, key: bytes | None = None) -> VerifyResult:
         check_links=not header.get("filtered", False),
     )
     if result.ok and footer.get("last_hash") and footer["last_hash"] != result.head:
-        return VerifyResult(False, result.count, result.head, None, "truncated",
-                            "the footer names a last hash that the events do not reach")
+        return VerifyResult(
+            False,
+            result.count,
+            result.head,
+            None,
+            "truncated",
+            "the footer names a last hash that the events do not reach",
+        )
     return result
 
 

@@ -56,12 +56,12 @@ def rotate(ciphertext: str) -> str:
 class EncryptedTextField(models.TextField):
     """Text stored as a Fernet token; Python code sees the clear text. Empty stays empty."""
 
-    def from_db_value(self, value, expression, connection):  # noqa: ANN001, ANN201
+    def from_db_value(self, value, expression, connection):
         if not value:
             return value
         return decrypt(value)
 
-    def get_prep_value(self, value):  # noqa: ANN001, ANN201
+    def get_prep_value(self, value):
         value = super().get_prep_value(value)
         if not value:
             return value

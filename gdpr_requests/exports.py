@@ -76,7 +76,7 @@ def export_store(
 
 def export_open(export: SubjectExport) -> BinaryIO:
     """Open the stored file for streaming. The caller records the download (audited)."""
-    return open(_path(export.file_path), "rb")  # noqa: SIM115 - the response closes it
+    return open(_path(export.file_path), "rb")
 
 
 def export_delete(*, export: SubjectExport, why: str) -> None:
@@ -96,7 +96,9 @@ def export_delete(*, export: SubjectExport, why: str) -> None:
 
 def delete_expired() -> int:
     """Delete every export past its expiry; returns how many."""
-    due = SubjectExport.objects.filter(deleted_at__isnull=True, expires_at__lte=timezone.now()).select_related("request")
+    due = SubjectExport.objects.filter(deleted_at__isnull=True, expires_at__lte=timezone.now()).select_related(
+        "request"
+    )
     count = 0
     for export in due.iterator():
         export_delete(export=export, why="expired")

@@ -263,6 +263,9 @@ class TaskRequestLink(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["task", "request"], name="unique_task_request")]
 
+    def __str__(self) -> str:
+        return f"task #{self.task_id} serves request #{self.request_id}"
+
 
 class ApiCall(models.Model):
     """One HTTP call to Mixpanel. No personal data, no tokens."""

@@ -75,7 +75,14 @@ def _after_transition(request_id: int, action: str, new_status: str) -> None:
         notify_after_commit(request_id=request_id, event=action)
 
 
+def _after_intake(request: DataSubjectRequest) -> None:
+    # Every channel: a request that starts unverified asks its requester to confirm their email.
+    if request.status == states.UNVERIFIED:
+        notify_after_commit(request_id=request.pk, event="created")
+
+
 services.register_transition_hook(_after_transition)
+services.register_intake_hook(_after_intake)
 
 
 def _base(event: str) -> str:

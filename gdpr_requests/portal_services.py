@@ -100,8 +100,7 @@ def request_submit(
             message=message,
             channel=Channel.WEB,
             actor=Actor.subject(),
-        )
-        notify_after_commit(request_id=dsr.pk, event="created")
+        )  # its intake hook queues the confirmation email
     return Submission(dsr, duplicate=False)
 
 

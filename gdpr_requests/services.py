@@ -42,6 +42,15 @@ MAX_DISTINCT_ID_LENGTH = 255
 _after_transition_hooks: list[Callable[[int, str, str], None]] = []
 
 
+_intake_hooks: list[Callable[[DataSubjectRequest], None]] = []
+
+
+def register_intake_hook(hook: Callable[[DataSubjectRequest], None]) -> None:
+    """``hook(request)`` runs inside request_create's transaction, for every channel (e.g. the confirmation email)."""
+    if hook not in _intake_hooks:
+        _intake_hooks.append(hook)
+
+
 def register_transition_hook(hook: Callable[[int, str, str], None]) -> None:
     """``hook(request_id, action, new_status)`` runs after the commit of every transition."""
     if hook not in _after_transition_hooks:
@@ -174,6 +183,8 @@ def request_create(
                 "email_hash": dsr.email_hash[:16],
             },
         )
+        for hook in list(_intake_hooks):
+            hook(dsr)
     return dsr
 
 
@@ -344,9 +355,7 @@ def request_start_processing(*, request: DataSubjectRequest, task_count: int) ->
 
 
 def request_complete(*, request: DataSubjectRequest, closing_note: str = "") -> DataSubjectRequest:
-    return _transition(
-        request=request, action="complete", actor=Actor.system(), updates={"closing_note": closing_note}
-    )
+    return _transition(request=request, action="complete", actor=Actor.system(), updates={"closing_note": closing_note})
 
 
 def request_fail(*, request: DataSubjectRequest, why: str) -> DataSubjectRequest:
@@ -421,7 +430,9 @@ def request_set_projects(
     with transaction.atomic():
         locked = DataSubjectRequest.objects.select_for_update().get(pk=request.pk)
         if locked.status not in (states.UNVERIFIED, states.VERIFIED, states.ON_HOLD):
-            raise ServiceError(f"Request {locked.reference} is {locked.status}: projects can only change before approval.")
+            raise ServiceError(
+                f"Request {locked.reference} is {locked.status}: projects can only change before approval."
+            )
         locked.projects.set(projects)
         audit_record(
             action="request.projects_changed",
@@ -434,9 +445,7 @@ def request_set_projects(
 
 def request_assign(*, request: DataSubjectRequest, assignee: Any, actor: Actor) -> DataSubjectRequest:
     with transaction.atomic():
-        DataSubjectRequest.objects.filter(pk=request.pk).update(
-            assignee=assignee, updated_at=timezone.now()
-        )
+        DataSubjectRequest.objects.filter(pk=request.pk).update(assignee=assignee, updated_at=timezone.now())
         audit_record(
             action="request.assigned",
             actor=actor,
@@ -451,9 +460,7 @@ def request_add_note(*, request: DataSubjectRequest, note: str, actor: Actor) ->
     """An internal note. The trail records that it was written, not its text (it may mention the person)."""
     note = _require_reason(note, "add a note")
     with transaction.atomic():
-        created = RequestNote.objects.create(
-            request=request, author_id=int(actor.id) if actor.id else None, text=note
-        )
+        created = RequestNote.objects.create(request=request, author_id=int(actor.id) if actor.id else None, text=note)
         audit_record(
             action="request.note_added",
             actor=actor,

@@ -6,12 +6,11 @@ Like services.py: keyword-only, validated, audited in the same transaction, emai
 from __future__ import annotations
 
 import secrets
-from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
-from . import services, states
+from . import states
 from .audit import Actor, audit_record
 from .models import DataSubjectRequest
 from .notifications import notify_after_commit
@@ -40,17 +39,4 @@ def request_resend_verification(*, request: DataSubjectRequest, actor: Actor) ->
         # The portal's "resend" email carries a new confirmation link while the request is unverified.
         notify_after_commit(request_id=locked.pk, event=f"resend:{event.pk}")
     request.link_nonce = nonce
-    return request
-
-
-def request_enter(*, actor: Actor, **intake: Any) -> DataSubjectRequest:
-    """A request that reached staff by letter, phone or email, entered on the requester's behalf.
-
-    Takes services.request_create's arguments. Unless staff say how they checked identity (``verified_by_staff``),
-    the request starts unverified and the requester gets the usual confirmation email.
-    """
-    with transaction.atomic():
-        request = services.request_create(actor=actor, **intake)
-        if request.status == states.UNVERIFIED:
-            notify_after_commit(request_id=request.pk, event="created")
     return request

@@ -80,7 +80,9 @@ class TransitionNotAllowed(Exception):
         self.reference = reference
         allowed = ", ".join(sorted(TRANSITIONS[action].sources)) if action in TRANSITIONS else "nowhere"
         who = f"Request {reference}" if reference else "The request"
-        super().__init__(f"{who} is {current}: cannot {TRANSITIONS[action].label if action in TRANSITIONS else action} (allowed from: {allowed}).")
+        super().__init__(
+            f"{who} is {current}: cannot {TRANSITIONS[action].label if action in TRANSITIONS else action} (allowed from: {allowed})."
+        )
 
 
 def check(action: str, current: str, *, reference: str = "") -> Transition:

@@ -27,8 +27,10 @@ def need(condition: bool, reason: str) -> None:
 
 @pytest.fixture
 def require_postgres(settings) -> None:
-    need(settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql",
-         "needs PostgreSQL (set DATABASE_URL=postgres://...)")
+    need(
+        settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql",
+        "needs PostgreSQL (set DATABASE_URL=postgres://...)",
+    )
 
 
 @pytest.fixture

@@ -531,7 +531,7 @@ class DataSubjectRequestAdmin(admin.ModelAdmin):
         form = action_forms.IntakeForm(request.POST if request.method == "POST" else None)
         if request.method == "POST" and form.is_valid():
             try:
-                created = staff_services.request_enter(actor=Actor.staff(request.user), **form.service_arguments())
+                created = services.request_create(actor=Actor.staff(request.user), **form.service_arguments())
             except REFUSALS as exc:
                 self.message_user(request, str(exc), messages.ERROR)
             else:

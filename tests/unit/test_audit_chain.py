@@ -16,8 +16,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def _write(n: int) -> list[AuditEvent]:
     with transaction.atomic():
         return [
-            audit_record(action=f"test.{i}", actor=Actor.system(), request_reference="DSR-TEST-0001",
-                         payload={"i": i, "text": "naïve — 東京"})
+            audit_record(
+                action=f"test.{i}",
+                actor=Actor.system(),
+                request_reference="DSR-TEST-0001",
+                payload={"i": i, "text": "naïve — 東京"},
+            )
             for i in range(1, n + 1)
         ]
 
@@ -47,9 +51,12 @@ def test_each_event_links_to_the_previous_hash():
 @pytest.mark.parametrize("statement", ["UPDATE {t} SET action = 'x'", "DELETE FROM {t}"])
 def test_the_database_refuses_update_and_delete(statement):
     _write(2)
-    with pytest.raises((IntegrityError, InternalError, DatabaseError)), transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(statement.format(t=audit_triggers.TABLE))
+    with (
+        pytest.raises((IntegrityError, InternalError, DatabaseError)),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(statement.format(t=audit_triggers.TABLE))
     assert AuditEvent.objects.count() == 2
 
 
@@ -126,7 +133,7 @@ def test_concurrent_writers_keep_one_unbroken_chain():
             for i in range(10):
                 with transaction.atomic():
                     audit_record(action="t", actor=Actor.system(), payload={"w": n, "i": i})
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             errors.append(exc)
         finally:
             connections.close_all()

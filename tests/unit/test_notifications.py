@@ -182,7 +182,7 @@ def test_a_download_code_email_is_not_sent_when_there_is_no_file(make_request):
     dsr = make_request(kind="access")
     assert notifications.send_subject_notification(request_id=dsr.pk, event="download_code:5") is False
     assert not mail.outbox
-    assert SubjectNotification.objects.get(request=dsr).sent_at is not None  # nothing left to retry
+    assert SubjectNotification.objects.get(request=dsr, event="download_code:5").sent_at is not None  # nothing left to retry
 
 
 def test_internal_transitions_send_nothing(make_request, staff_actor, celery_eager, django_capture_on_commit_callbacks):

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
-from datetime import date, datetime
-from datetime import timezone as dt_timezone
+from datetime import UTC, date, datetime
 
 import pytest
 
@@ -13,7 +12,7 @@ pytestmark = pytest.mark.django_db
 
 
 def test_it_creates_a_request_with_reference_hash_deadline_and_audit_event(make_request, project):
-    dsr = make_request(email="  Person@Example.ORG ", received_at=datetime(2026, 1, 31, 12, tzinfo=dt_timezone.utc))
+    dsr = make_request(email="  Person@Example.ORG ", received_at=datetime(2026, 1, 31, 12, tzinfo=UTC))
     assert dsr.reference.startswith("DSR-") and len(dsr.reference) == 13
     assert dsr.requester_email == "person@example.org"
     assert dsr.email_hash == email_hash("PERSON@example.org")
@@ -38,7 +37,7 @@ def test_staff_entered_request_with_identity_check_starts_verified(make_request)
         ({"kind": "rectification"}, "Unknown request kind"),
         ({"regulation": "lgpd"}, "Unknown regulation"),
         ({"distinct_ids": ["x" * 300]}, "longer than"),
-        ({"received_at": datetime(2999, 1, 1, tzinfo=dt_timezone.utc)}, "future"),
+        ({"received_at": datetime(2999, 1, 1, tzinfo=UTC)}, "future"),
     ],
 )
 def test_bad_intake_is_refused_with_a_clear_message(make_request, overrides, message):
@@ -57,8 +56,13 @@ def test_full_happy_path_moves_through_every_state_with_one_event_each(make_requ
     assert dsr.status == states.COMPLETED
     assert dsr.closed_at is not None
     actions = list(AuditEvent.objects.filter(request_reference=dsr.reference).values_list("action", flat=True))
-    assert actions == ["request.created", "request.verify", "request.approve", "request.start_processing",
-                       "request.complete"]
+    assert actions == [
+        "request.created",
+        "request.verify",
+        "request.approve",
+        "request.start_processing",
+        "request.complete",
+    ]
 
 
 def test_a_refused_transition_names_the_current_state_and_writes_nothing(make_request, staff_actor):
@@ -111,7 +115,7 @@ def test_hold_and_resume_return_to_the_previous_state(make_request, staff_actor)
 
 
 def test_extension_moves_the_due_date_once(make_request, staff_actor):
-    dsr = make_request(regulation="ccpa", received_at=datetime(2026, 1, 1, 9, tzinfo=dt_timezone.utc))
+    dsr = make_request(regulation="ccpa", received_at=datetime(2026, 1, 1, 9, tzinfo=UTC))
     assert dsr.due_at == date(2026, 2, 15)
     services.request_extend(request=dsr, reason="complex request", actor=staff_actor)
     assert dsr.due_at == date(2026, 4, 1)
