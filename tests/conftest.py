@@ -12,6 +12,9 @@ from datetime import date
 import pytest
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # ORM calls in tests that also drive a browser
+# Messages that tests queue (after-commit hooks) must not land in the development broker under var/, where a
+# `make run` worker would pick them up. Tests that run real workers point Celery at their own Redis.
+os.environ.setdefault("CELERY_BROKER_URL", "memory://")
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -52,6 +55,8 @@ def _isolated_environment(settings, tmp_path):
     from django.core.cache import cache
 
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    # Strong hashing costs ~1 s per user created; tests need logins, not resistance to cracking.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.EXPORTS_DIR = tmp_path / "exports"
     cache.clear()
     yield

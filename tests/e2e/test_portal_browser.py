@@ -69,7 +69,6 @@ def sandbox_project(live_server, settings):
     settings.GDPR_POLL_INITIAL_SECONDS = 0.3
     settings.GDPR_POLL_MAX_SECONDS = 1
     settings.SITE_URL = live_server.url
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     return MixpanelProject.objects.create(
         name="Product analytics",
         mixpanel_project_id="4242",

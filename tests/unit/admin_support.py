@@ -16,12 +16,6 @@ from gdpr_requests.models import AuditEvent, DataSubjectRequest
 PASSWORD = "correct-horse-battery"
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    """These tests make several users each; the production hasher would spend most of their time hashing."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def superuser(db, django_user_model):
     return django_user_model.objects.create_superuser("root", "root@staff.example", PASSWORD)

@@ -223,7 +223,6 @@ def make_zip(members: dict[str, bytes]) -> bytes:
 def pipeline_settings(settings) -> Any:
     """Fast, deterministic pipeline settings; the database rate limiter (time-machine moves its clock)."""
     settings.REDIS_URL = ""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # staff users, made fast
     settings.MIXPANEL_MIN_INTERVAL_SECONDS = 1.0
     settings.GDPR_POLL_INITIAL_SECONDS = 300.0
     settings.GDPR_POLL_MAX_SECONDS = 21600.0

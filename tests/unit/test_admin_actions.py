@@ -25,7 +25,6 @@ from gdpr_requests.models import (
 )
 
 from .admin_support import (  # noqa: F401  (fixtures)
-    _fast_passwords,
     action_url,
     auditor_client,
     change_url,

@@ -19,7 +19,6 @@ from gdpr_requests.admin.requests_admin import DataSubjectRequestAdmin
 from gdpr_requests.models import CredentialStatus, MixpanelProject, MixpanelTask, TaskState
 
 from .admin_support import (  # noqa: F401  (fixtures)
-    _fast_passwords,
     auditor_client,
     make_failed,
     other_staff,

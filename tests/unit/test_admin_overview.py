@@ -16,7 +16,6 @@ from gdpr_requests.admin_site import nice_ceiling, weekly_chart
 from gdpr_requests.models import CredentialStatus, MixpanelProject
 
 from .admin_support import (  # noqa: F401  (fixtures)
-    _fast_passwords,
     auditor_client,
     bare_staff,
     make_failed,

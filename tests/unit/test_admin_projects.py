@@ -16,7 +16,6 @@ from django.utils import timezone
 from gdpr_requests.models import AuditEvent, CredentialStatus, MixpanelProject
 
 from .admin_support import (  # noqa: F401  (fixtures)
-    _fast_passwords,
     auditor_client,
     change_url,
     messages_of,

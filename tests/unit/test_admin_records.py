@@ -13,7 +13,6 @@ from gdpr_requests import services
 from gdpr_requests.models import ApiCall, AuditEvent, MixpanelProject, MixpanelTask, TaskState
 
 from .admin_support import (  # noqa: F401  (fixtures)
-    _fast_passwords,
     auditor_client,
     change_url,
     messages_of,

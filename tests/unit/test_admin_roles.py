@@ -22,7 +22,6 @@ from gdpr_requests.models import (
 )
 
 from .admin_support import (  # noqa: F401  (fixtures)
-    _fast_passwords,
     action_url,
     bare_staff,
     change_url,

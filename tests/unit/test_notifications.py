@@ -16,11 +16,6 @@ from gdpr_requests.models import AuditEvent, DataSubjectRequest, SubjectNotifica
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def task_calls():
     """Arguments of every Celery task run in this test (eager mode runs them in-process)."""
@@ -182,7 +177,9 @@ def test_a_download_code_email_is_not_sent_when_there_is_no_file(make_request):
     dsr = make_request(kind="access")
     assert notifications.send_subject_notification(request_id=dsr.pk, event="download_code:5") is False
     assert not mail.outbox
-    assert SubjectNotification.objects.get(request=dsr, event="download_code:5").sent_at is not None  # nothing left to retry
+    assert (
+        SubjectNotification.objects.get(request=dsr, event="download_code:5").sent_at is not None
+    )  # nothing left to retry
 
 
 def test_internal_transitions_send_nothing(make_request, staff_actor, celery_eager, django_capture_on_commit_callbacks):

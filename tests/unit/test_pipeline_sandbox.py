@@ -14,7 +14,7 @@ import pytest
 from django.utils import timezone
 
 from gdpr_requests import exports, pipeline, states
-from gdpr_requests.audit import Actor, verify_database
+from gdpr_requests.audit import verify_database
 from gdpr_requests.models import ApiCall, MixpanelProject, MixpanelTask, SubjectExport, TaskState
 from gdpr_requests.pipeline.common import DISPATCHABLE
 

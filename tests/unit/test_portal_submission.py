@@ -17,12 +17,6 @@ from gdpr_requests.models import AuditEvent, DataSubjectRequest
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    # The staff fixtures hash a password; the production hasher costs about a second per user.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 FORM = {
     "kind": "access",
     "name": "Ana Núñez",

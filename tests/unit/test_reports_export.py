@@ -22,13 +22,11 @@ from django.urls import reverse
 from gdpr_requests import audit, audit_export
 from gdpr_requests.audit import Actor, audit_record
 from gdpr_requests.models import AuditEvent
-from tests.unit import test_reports_summary
 
 pytestmark = pytest.mark.django_db
 
 URL = "/reports/audit-trail/"
 REF_A, REF_B = "DSR-AAAA-1111", "DSR-BBBB-2222"
-fast_password_hashing = test_reports_summary.fast_password_hashing
 
 
 @pytest.fixture

@@ -25,7 +25,6 @@ from tests.unit.test_reports_summary import EXTENSION_REASON, NOW, PERIOD
 pytestmark = pytest.mark.django_db
 
 dataset = test_reports_summary.dataset  # the hand-computed data set (a fixture)
-fast_password_hashing = test_reports_summary.fast_password_hashing
 
 # Where the PNG test leaves its pages (REPORTS_LOOK_DIR overrides, e.g. to keep them out of a shared tree).
 RESULTS = Path(os.environ.get("REPORTS_LOOK_DIR") or Path(__file__).resolve().parents[2] / "test-results")

@@ -24,12 +24,6 @@ NOW = datetime(2025, 1, 27, 9, 0, tzinfo=UTC)
 EXTENSION_REASON = "Complex request: records held by the 東京 and Łódź offices (Ωμέγα system)"
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    """The user fixtures hash a password; the default hasher's cost dominated these tests' run time."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def at(day: str, hour: int = 10) -> datetime:
     return datetime.fromisoformat(day).replace(hour=hour, tzinfo=UTC)
 

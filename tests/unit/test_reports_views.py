@@ -21,7 +21,6 @@ pytestmark = pytest.mark.django_db
 # The data sets (fixtures) shared with the summary and PDF tests.
 dataset = test_reports_summary.dataset
 evidence_request = test_reports_pdf.evidence_request
-fast_password_hashing = test_reports_summary.fast_password_hashing
 
 SUMMARY_QUERY = {"start": "2025-01-06", "end": "2025-01-26", "granularity": "week"}
 

@@ -16,7 +16,7 @@ from django.core.mail.backends.base import BaseEmailBackend
 from gdpr_requests import selectors, services, staff_alerts
 from gdpr_requests.models import AuditEvent, MixpanelProject, StaffAlert
 
-from .admin_support import _fast_passwords, make_failed, other_staff  # noqa: F401  (fixtures)
+from .admin_support import make_failed, other_staff  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.django_db
 
