@@ -66,7 +66,10 @@ def _enqueue(request_id: int, event: str) -> None:
 
 def notify_after_commit(*, request_id: int, event: str) -> None:
     """Record the email as due (in the caller's transaction) and queue it once that transaction commits."""
-    SubjectNotification.objects.get_or_create(request_id=request_id, event=event)
+    # One round trip, idempotent on the (request, event) unique constraint: intake is the hot path.
+    SubjectNotification.objects.bulk_create(
+        [SubjectNotification(request_id=request_id, event=event)], ignore_conflicts=True
+    )
     transaction.on_commit(lambda: _enqueue(request_id, event))
 
 

@@ -136,8 +136,10 @@ def request_create(
     due = states.due_date(regulation, _local_date(received_at))
     initial = states.VERIFIED if verified_by_staff else states.UNVERIFIED
 
-    with transaction.atomic():
-        project_list = list(projects) if projects is not None else list(MixpanelProject.objects.filter(is_active=True))
+    with transaction.atomic(savepoint=False):
+        project_list = (
+            list(projects) if projects is not None else list(MixpanelProject.objects.filter(is_active=True).only("pk"))
+        )
         for _attempt in range(5):
             try:
                 with transaction.atomic():
@@ -166,7 +168,13 @@ def request_create(
                 continue
         else:  # pragma: no cover
             raise ServiceError("Could not allocate a reference; try again.")
-        dsr.projects.set(project_list)
+        if project_list:  # a new row has no links yet: one INSERT instead of set()'s read-then-write
+            DataSubjectRequest.projects.through.objects.bulk_create(
+                [DataSubjectRequest.projects.through(datasubjectrequest=dsr, mixpanelproject=p) for p in project_list]
+            )
+        for hook in list(_intake_hooks):
+            hook(dsr)
+        # Last, so the audit chain's lock is held for as short a time as possible before commit.
         audit_record(
             action="request.created",
             actor=actor,
@@ -183,8 +191,6 @@ def request_create(
                 "email_hash": dsr.email_hash[:16],
             },
         )
-        for hook in list(_intake_hooks):
-            hook(dsr)
     return dsr
 
 
