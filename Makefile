@@ -7,6 +7,9 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 # The demo project points at the sandbox on this server, so links and the sandbox URL follow PORT.
 export SITE_URL ?= http://127.0.0.1:$(PORT)
+# The demo polls the sandbox every few seconds so a request completes within a minute (production: 300 s, 6 h).
+DEMO_ENV := GDPR_POLL_INITIAL_SECONDS=$${GDPR_POLL_INITIAL_SECONDS:-5} GDPR_POLL_MAX_SECONDS=$${GDPR_POLL_MAX_SECONDS:-30} \
+	GDPR_DELETION_COALESCE_SECONDS=$${GDPR_DELETION_COALESCE_SECONDS:-5} MIXPANEL_BACKOFF_BASE_SECONDS=$${MIXPANEL_BACKOFF_BASE_SECONDS:-5}
 
 .PHONY: run test venv dev-venv lint migrate demo worker web check-deploy clean
 
@@ -33,8 +36,8 @@ demo: migrate
 run: demo
 	@echo "Starting the web server on http://127.0.0.1:$(PORT)/ and a Celery worker (embedded beat)."
 	@trap 'kill 0' INT TERM EXIT; \
-	$(VENV)/bin/celery -A compliance worker -B --loglevel=INFO --concurrency=2 & \
-	$(PY) manage.py runserver 127.0.0.1:$(PORT) & \
+	env $(DEMO_ENV) $(VENV)/bin/celery -A compliance worker -B --loglevel=INFO --concurrency=2 & \
+	env $(DEMO_ENV) $(PY) manage.py runserver 127.0.0.1:$(PORT) & \
 	wait
 
 test: dev-venv
@@ -44,8 +47,14 @@ lint: dev-venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# The deployment checks with your production environment; throwaway secrets fill in whatever is not set.
 check-deploy: venv
-	DJANGO_ENV=production $(PY) manage.py check --deploy --fail-level WARNING
+	DJANGO_ENV=production \
+	DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(60))')}" \
+	FIELD_ENCRYPTION_KEYS="$${FIELD_ENCRYPTION_KEYS:-$$($(PY) -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')}" \
+	AUDIT_CHAIN_KEY="$${AUDIT_CHAIN_KEY:-$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(40))')}" \
+	ALLOWED_HOSTS="$${ALLOWED_HOSTS:-privacy.example.com}" \
+	$(PY) manage.py check --deploy --fail-level WARNING
 
 clean:
 	rm -rf $(VENV) var

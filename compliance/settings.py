@@ -341,5 +341,11 @@ LOGGING = {
         # admin emails would carry request data.
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "django.db.backends": {"level": "WARNING"},
+        # Every beat tick would otherwise print four lines; task failures still show (WARNING and up).
+        "celery.beat": {"level": "WARNING"},
+        "celery.app.trace": {"level": "WARNING"},
+        "celery.worker.strategy": {"level": "WARNING"},
+        # The filesystem broker's URL has no host by design; kombu warns about that on every publish.
+        "kombu.connection": {"level": "ERROR"},
     },
 }
