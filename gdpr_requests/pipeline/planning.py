@@ -130,6 +130,10 @@ def _plan_chunk(request_ids: list[int]) -> int:
     return len(requests)
 
 
+# First key of the two-key advisory locks that serialise deletion planning per project and compliance type.
+_PLAN_LOCK_NAMESPACE = 0x504C414E  # "PLAN"
+
+
 @dataclass
 class _Open:
     """An open deletion task being filled, with a set for quick membership tests."""
@@ -177,6 +181,7 @@ class _Planner:
         return len(self.links[request.pk])
 
     def plan(self) -> None:
+        self._lock_deletion_batches()
         for request in self.requests:
             for project in self.projects[request.pk]:
                 if request.kind == RequestKind.DELETION:
@@ -184,6 +189,31 @@ class _Planner:
                 else:
                     self._plan_retrieval(request, project)
         self._flush()
+
+    def _lock_deletion_batches(self) -> None:
+        """Serialise planners that fill the same (project, compliance type) deletion batches.
+
+        Row locks on the open tasks are not enough: two planners that both find no open batch with room would
+        each create one, unseen by the other until commit, and Mixpanel would get two half-full creates. On
+        PostgreSQL a transaction-scoped advisory lock per batch key, taken in sorted order (no deadlock between
+        planners whose requests span several projects); SQLite's IMMEDIATE transaction already serialises them.
+        """
+        if connection.vendor != "postgresql":
+            return
+        keys = sorted(
+            {
+                (project.pk, compliance_type_of(request))
+                for request in self.requests
+                if request.kind == RequestKind.DELETION
+                for project in self.projects[request.pk]
+            }
+        )
+        with connection.cursor() as cursor:
+            for project_id, compliance_type in keys:
+                cursor.execute(
+                    "SELECT pg_advisory_xact_lock(%s, %s)",
+                    [_PLAN_LOCK_NAMESPACE, project_id * 2 + (compliance_type == "CCPA")],
+                )
 
     def _link(self, request: DataSubjectRequest, task: MixpanelTask) -> None:
         if task.pk not in self.links[request.pk]:

@@ -124,13 +124,6 @@ def test_forty_deletions_and_five_access_requests_complete_with_the_fewest_creat
     assert_exports_readable(DataSubjectRequest.objects.filter(pk__in=[r.pk for r in accesses]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="pipeline bug (planning.py): two planners that find no open batch with room each create one, "
-    "in transactions that cannot see each other's; serialise planning per project and compliance type "
-    "(lock the project row, or pg_advisory_xact_lock). Remove this mark when it passes.",
-)
 def test_two_planners_at_once_fill_one_open_batch_not_two(require_postgres, fake_mixpanel, processes, tmp_path, staff):
     """Two workers planning approvals of the same project at the same moment (plan_request runs once per
     approval, on any worker) must still fill one open deletion batch: a second one is an extra create."""
