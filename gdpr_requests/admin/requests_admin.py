@@ -388,7 +388,7 @@ class DataSubjectRequestAdmin(admin.ModelAdmin):
     def status_badge(self, obj: DataSubjectRequest) -> str:
         flag = ""
         if getattr(obj, "needs_attention", False):
-            flag = format_html(' <span class="dsr-flag" title="Needs attention">needs attention</span>')
+            flag = format_html(' <span class="dsr-flag" title="{}">{}</span>', "Needs attention", "needs attention")
         return format_html(
             '<span class="dsr-status dsr-status-{}">{}</span>{}', obj.status, obj.get_status_display(), flag
         )
