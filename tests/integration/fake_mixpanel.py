@@ -60,6 +60,7 @@ class Call:
     tracking_id: str = ""
     distinct_ids: list[str] = field(default_factory=list)
     fault: str = ""
+    remote_status: str = ""  # the task status a status call answered with
     authorization: str = ""
     integration_id: str = ""
     content_type: str = ""
@@ -410,6 +411,7 @@ class FakeMixpanel:
                 task.revoked = True
                 return 204, {}, b"", 0.0
             return _json(400, {"status": "error", "error": f"cannot cancel a task that is {status}"})
+        call.remote_status = self.status_of(task)
         return self._status(task)
 
     def _check_request(self, call: Call, method: str) -> str:
