@@ -28,7 +28,6 @@ from .credentials import (
     credential_failed,
     project_check_credentials,
     project_resume,
-    staff_alert_recipients,
 )
 from .dispatch import dispatch_due
 from .planning import plan_approved, request_plan, request_retry_tasks
@@ -50,7 +49,6 @@ __all__ = [
     "request_retry_tasks",
     "request_withdrawal_blocker",
     "settle_requests",
-    "staff_alert_recipients",
     "task_step",
 ]
 

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import requests
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
+from .. import selectors
 from ..audit import Actor, audit_record
 from ..mixpanel import ratelimit
 from ..mixpanel.client import CREDENTIAL, RATE_LIMITED, TRANSIENT, MixpanelError
@@ -81,16 +81,10 @@ def _pause_tasks(project: MixpanelProject) -> int:
     )
 
 
-def staff_alert_recipients() -> list[str]:
-    """Members of "Privacy staff" with an email address, plus STAFF_ALERT_EMAILS."""
-    users = get_user_model().objects.filter(groups__name="Privacy staff", is_active=True).exclude(email="")
-    return sorted({*users.values_list("email", flat=True), *settings.STAFF_ALERT_EMAILS})
-
-
 def alert_staff_credential_failing(*, project_id: int, http_status: int | None) -> None:
     """Email staff that a project's credential failed. Runs after commit; a mail error is logged, not raised."""
     project = MixpanelProject.objects.filter(pk=project_id).first()
-    recipients = staff_alert_recipients()
+    recipients = selectors.staff_alert_recipients()
     if project is None or not recipients:
         logger.warning("credential failure of project %s: no staff address to alert", project_id)
         return

@@ -368,11 +368,8 @@ def _gone(request: HttpRequest, dsr: DataSubjectRequest | None) -> HttpResponse:
     return render(request, "portal/download_gone.html", {"dsr": dsr}, status=410)
 
 
-@no_referrer_csrf
-@token_page
-@require_http_methods(["GET", "HEAD", "POST"])
-def download(request: HttpRequest, token: str) -> HttpResponse:
-    """GET explains the file and offers a code; POST checks the code and streams the file."""
+def _open_download_link(request: HttpRequest, token: str) -> tuple[DataSubjectRequest, SubjectExport] | HttpResponse:
+    """The request and its available export behind a download link, or the page that explains why not."""
     try:
         dsr, export = _download_target(token)
     except tokens.LinkError as exc:
@@ -381,6 +378,18 @@ def download(request: HttpRequest, token: str) -> HttpResponse:
         return _link_problem(request, exc.reason, status=404, what="download link")
     if export is None:
         return _gone(request, dsr)
+    return dsr, export
+
+
+@no_referrer_csrf
+@token_page
+@require_http_methods(["GET", "HEAD", "POST"])
+def download(request: HttpRequest, token: str) -> HttpResponse:
+    """GET explains the file and offers a code; POST checks the code and streams the file."""
+    target = _open_download_link(request, token)
+    if isinstance(target, HttpResponse):
+        return target
+    dsr, export = target
     if request.method != "POST":
         return _download_page(request, dsr, export, token, form=None)
 
@@ -424,14 +433,10 @@ def download(request: HttpRequest, token: str) -> HttpResponse:
 @require_POST
 def download_code(request: HttpRequest, token: str) -> HttpResponse:
     """Email a fresh one-time code to the address of the request."""
-    try:
-        dsr, export = _download_target(token)
-    except tokens.LinkError as exc:
-        if exc.reason == tokens.EXPIRED:
-            return _gone(request, None)
-        return _link_problem(request, exc.reason, status=404, what="download link")
-    if export is None:
-        return _gone(request, dsr)
+    target = _open_download_link(request, token)
+    if isinstance(target, HttpResponse):
+        return target
+    dsr, export = target
     try:
         ratelimit_public.check("code_send", ip=ratelimit_public.client_ip(request), subject_key=dsr.reference)
     except RateLimited as exc:
