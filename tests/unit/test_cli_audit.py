@@ -5,11 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 import time_machine
+from django.core.management import call_command
 from django.db import connection, transaction
 
 from gdpr_requests import audit, audit_triggers
@@ -17,6 +21,8 @@ from gdpr_requests.audit import Actor, audit_record
 from gdpr_requests.audit_export import ExportError, export_lines
 from gdpr_requests.models import AuditEvent
 from tests.unit.cli_support import refused, run
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _events(n: int, *, label: str = "system", reference: str = "DSR-TEST-0001") -> list[AuditEvent]:
@@ -50,6 +56,37 @@ def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
+def broken(*args: str) -> str:
+    """Run ``audit verify`` on a broken chain: exit status 1 and the report alone on stderr; return the report.
+
+    A broken chain is a verdict, not an operator's mistake, so it must not read as Django's ``CommandError: ...``.
+    """
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(SystemExit) as info:
+        call_command(*args, stdout=out, stderr=err)
+    assert info.value.code == 1
+    report = err.getvalue()
+    assert not report.startswith("CommandError"), report
+    assert "Traceback" not in report
+    assert report.endswith("\n") and report.count("\n") == 1, f"the report should be one line: {report!r}"
+    assert out.getvalue() == ""
+    return report.strip()
+
+
+def _manage(*args: str) -> subprocess.CompletedProcess:
+    """``python manage.py ...`` as an operator runs it, against this test's database."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        url = f"sqlite:///{db['NAME']}"
+    else:
+        auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+        url = f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    env = {**os.environ, "DATABASE_URL": url, "DJANGO_ENV": "development"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+
+
 # --- verify against the database --------------------------------------------------------------------------
 @pytest.mark.django_db
 def test_verify_prints_ok_with_the_count_and_head():
@@ -62,16 +99,37 @@ def test_verify_prints_ok_with_the_count_and_head():
 def test_verify_names_an_edited_event_and_exits_1():
     _events(4)
     _tamper(f"UPDATE {audit_triggers.TABLE} SET action = 'forged' WHERE sequence = 3")
-    message, _ = refused("audit", "verify")
-    assert message.startswith("BROKEN at event 3: edited")
+    report = broken("audit", "verify")
+    assert report == "BROKEN at event 3: edited: its contents do not match its hash (changed after it was written)"
 
 
 @pytest.mark.django_db
 def test_verify_names_a_deleted_event():
     _events(4)
     _tamper(f"DELETE FROM {audit_triggers.TABLE} WHERE sequence = 2")
-    message, _ = refused("audit", "verify")
-    assert message.startswith("BROKEN at event 2: missing")
+    assert broken("audit", "verify").startswith("BROKEN at event 2: missing")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_manage_py_audit_verify_exits_0_when_intact_and_1_with_the_plain_report_when_broken():
+    events = _events(3)
+    good = _manage("audit", "verify")
+    assert (good.returncode, good.stdout, good.stderr) == (0, f"OK: 3 events, head {events[-1].hash}\n", "")
+
+    _tamper(f"UPDATE {audit_triggers.TABLE} SET action = 'forged' WHERE sequence = 2")
+    bad = _manage("audit", "verify")
+    assert bad.returncode == 1
+    assert bad.stdout == ""
+    assert bad.stderr == (
+        "BROKEN at event 2: edited: its contents do not match its hash (changed after it was written)\n"
+    )
+
+
+def test_manage_py_audit_verify_of_a_missing_file_is_a_one_line_error_exiting_non_zero(tmp_path):
+    missing = tmp_path / "nowhere.jsonl"
+    result = _manage("audit", "verify", "--file", str(missing))
+    assert result.returncode == 1
+    assert result.stderr == f"CommandError: The file {str(missing)!r} does not exist.\n"
 
 
 # --- export as JSON Lines ------------------------------------------------------------------------------------
@@ -117,8 +175,7 @@ def test_verify_file_names_an_edited_event_in_the_export(tmp_path):
     record["payload"]["i"] = 999
     lines[3] = json.dumps(record)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    message, _ = refused("audit", "verify", "--file", str(path))
-    assert message.startswith("BROKEN at event 3: edited")
+    assert broken("audit", "verify", "--file", str(path)).startswith("BROKEN at event 3: edited")
 
 
 @pytest.mark.django_db
@@ -128,8 +185,7 @@ def test_verify_file_names_an_event_removed_from_the_export(tmp_path):
     lines = path.read_text(encoding="utf-8").splitlines()
     del lines[2]  # event 2
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    message, _ = refused("audit", "verify", "--file", str(path))
-    assert message.startswith("BROKEN at event 2: missing")
+    assert broken("audit", "verify", "--file", str(path)).startswith("BROKEN at event 2: missing")
 
 
 @pytest.mark.django_db
@@ -139,8 +195,7 @@ def test_verify_file_notices_events_cut_from_the_end(tmp_path):
     lines = path.read_text(encoding="utf-8").splitlines()
     del lines[-2]  # the last event, keeping the footer that names its hash
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    message, _ = refused("audit", "verify", "--file", str(path))
-    assert "truncated" in message
+    assert "truncated" in broken("audit", "verify", "--file", str(path))
 
 
 def test_verify_file_needs_no_database_at_all(tmp_path, settings):
@@ -166,8 +221,7 @@ def test_verify_file_needs_no_database_at_all(tmp_path, settings):
     assert out.strip() == f"OK: 3 events, head {prev}"
 
     settings.AUDIT_CHAIN_KEY = "another-key-entirely-another-key-entirely"
-    message, _ = refused("audit", "verify", "--file", str(path))
-    assert message.startswith("BROKEN at event 1: edited")
+    assert broken("audit", "verify", "--file", str(path)).startswith("BROKEN at event 1: edited")
 
 
 @pytest.mark.parametrize(

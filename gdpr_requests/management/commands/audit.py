@@ -2,6 +2,9 @@
 
 ``audit verify --file EXPORT.jsonl`` needs no database: an auditor can check an export on their own machine
 with the chain key alone.
+
+Exit status of ``verify``: 0 for an intact chain, 1 for a broken one (the report on stderr, as it is), and
+Django's usual one-line ``CommandError`` (also 1) when the input cannot be read at all.
 """
 
 from __future__ import annotations
@@ -59,8 +62,12 @@ class Command(BaseCommand):
         else:
             result = audit.verify_database()
         if not result.ok:
-            # The verdict, not an input error; still exit 1 so scripts and cron notice.
-            raise CommandError(result.summary(), returncode=1)
+            # A broken chain is the command's verdict, not a misuse of it: print the report as it is (a
+            # CommandError would prefix it with "CommandError: "), and still exit 1 so scripts and cron notice.
+            # SystemExit, as Django's own ``migrate --check`` does, so call_command callers see the status too.
+            self.stderr.write(result.summary())
+            self.stderr.flush()
+            raise SystemExit(1)
         self.stdout.write(result.summary())
 
     def export(self, options: dict[str, Any]) -> None:
