@@ -112,10 +112,11 @@ def render_evidence_pdf(pack: dict[str, Any], *, deterministic: bool = False) ->
                 ("Chain head at generation", f"event {chain['head_sequence']}"),
                 ("Head hash", chain["head_hash"]),
                 ("Events of this request", chain["request_event_count"]),
+                ("Events of its Mixpanel tasks", chain["task_event_count"]),
                 (
                     "Their hashes re-checked",
                     "all match"
-                    if chain["request_events_verified"]
+                    if chain["request_events_verified"] and chain["task_events_verified"]
                     else f"MISMATCH at events {', '.join(map(str, chain['unverified_sequences']))}",
                 ),
             ],
@@ -142,6 +143,33 @@ def render_evidence_pdf(pack: dict[str, Any], *, deterministic: bool = False) ->
             styles=s,
         )
     )
+
+    task_events = pack["task_events"]
+    if task_events:
+        story += [
+            CondPageBreak(40 * mm),
+            para(f"Events of its Mixpanel tasks ({len(task_events)})", s["h2"]),
+            para(
+                "A deletion coalesced with other requests is one Mixpanel task: what happened to the task is "
+                "recorded against the task, not against any one request, and is listed here.",
+                s["muted"],
+            ),
+            data_table(
+                ["#", "When (UTC)", "Task", "Action", "Details"],
+                [
+                    [
+                        e["sequence"],
+                        _iso_short(e["occurred_at"]),
+                        e["payload"]["task_id"],
+                        e["action"],
+                        _payload_text({k: v for k, v in e["payload"].items() if k != "task_id"}),
+                    ]
+                    for e in task_events
+                ],
+                [0.6, 1.9, 0.8, 2.5, 4.7],
+                styles=s,
+            ),
+        ]
 
     story += [CondPageBreak(40 * mm), para(f"Mixpanel tasks ({len(pack['tasks'])})", s["h2"])]
     if not pack["tasks"]:
@@ -211,6 +239,11 @@ def render_evidence_pdf(pack: dict[str, Any], *, deterministic: bool = False) ->
     else:
         story.append(para("No file was exported for this request.", s["body"]))
 
+    # The request's events and its tasks' events in one list, in chain order, as an export would show them.
+    hashed = sorted(
+        [(e, "") for e in pack["timeline"]] + [(e, f" (task {e['payload']['task_id']})") for e in task_events],
+        key=lambda pair: pair[0]["sequence"],
+    )
     story += [CondPageBreak(40 * mm), para("Audit events and their hashes", s["h2"])]
     story.append(
         data_table(
@@ -219,10 +252,10 @@ def render_evidence_pdf(pack: dict[str, Any], *, deterministic: bool = False) ->
                 [
                     e["sequence"],
                     para(e["occurred_at"], s["mono"]),
-                    e["action"],
+                    e["action"] + marker,
                     Paragraph(f"{escape(e['prev_hash'])}<br/>{escape(e['hash'])}", s["mono"]),
                 ]
-                for e in pack["timeline"]
+                for e, marker in hashed
             ],
             [0.5, 2.6, 1.7, 5.2],
             styles=s,

@@ -6,6 +6,11 @@ that links the request to the trail's ``request.created`` event; never the name,
 ids. Its audit events are exported whole, with their hashes, and each event's HMAC is re-checked when the pack
 is built, so a reader with the chain key can check them again, and against a full trail export, whose header
 names the same chain head.
+
+Two lists of events: ``timeline``, the events recorded under the request's reference, and ``task_events``, the
+events of its Mixpanel tasks that name no request. A deletion coalesced with other requests is one task, and
+what happens to it (submitted, polled, succeeded, failed...) is recorded against the task, not against any one
+of the requests it serves; without these the pack would not show the deletion being carried out.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from .. import audit
-from ..models import ApiCall, AuditEvent, DataSubjectRequest, SubjectExport, TaskRequestLink
+from ..models import ApiCall, AuditEvent, DataSubjectRequest, MixpanelTask, SubjectExport, TaskRequestLink
 from .summary import ANSWERED_STATES
 
 SCHEMA = "dsr-evidence-pack/1"
@@ -61,12 +66,23 @@ def build_evidence_pack(*, reference: str, generated_by: str = "", now: datetime
     now = now or timezone.now()
     head_sequence, head_hash = audit.chain_head()
     events = [audit.event_record(event) for event in AuditEvent.objects.filter(request_reference=reference)]
-    key = settings.AUDIT_CHAIN_KEY.encode()
-    unverified = [
-        record["sequence"]
-        for record in events
-        if not hmac.compare_digest(audit.compute_hash(record["prev_hash"], record, key=key), record["hash"])
+    tasks = [
+        link.task
+        for link in TaskRequestLink.objects.filter(request=request)
+        .select_related("task", "task__project")
+        .order_by("task__created_at", "task_id")
     ]
+    task_events = _task_events(tasks)
+    key = settings.AUDIT_CHAIN_KEY.encode()
+
+    def unverified(records: list[dict[str, Any]]) -> list[int]:
+        return [
+            record["sequence"]
+            for record in records
+            if not hmac.compare_digest(audit.compute_hash(record["prev_hash"], record, key=key), record["hash"])
+        ]
+
+    unverified_request, unverified_task = unverified(events), unverified(task_events)
     closed_on_time = None
     if request.closed_at is not None and request.status in ANSWERED_STATES:
         closed_on_time = timezone.localtime(request.closed_at).date() <= request.due_at
@@ -102,27 +118,44 @@ def build_evidence_pack(*, reference: str, generated_by: str = "", now: datetime
             "personal_data_purged_at": _dt(request.purged_at),
         },
         "timeline": events,
-        "tasks": _tasks(request),
+        "task_events": task_events,
+        "tasks": _tasks(tasks, task_events),
         "export": _export(request),
         "chain": {
             "head_sequence": head_sequence,
             "head_hash": head_hash,
             "genesis_hash": audit.GENESIS_HASH,
             "request_event_count": len(events),
-            "request_events_verified": not unverified,
-            "unverified_sequences": unverified,
+            "request_events_verified": not unverified_request,
+            "task_event_count": len(task_events),
+            "task_events_verified": not unverified_task,
+            "unverified_sequences": sorted(unverified_request + unverified_task),
             "algorithm": "HMAC-SHA256(key, prev_hash + canonical JSON of the event without sequence and hashes)",
         },
     }
 
 
-def _tasks(request: DataSubjectRequest) -> list[dict[str, Any]]:
-    links = (
-        TaskRequestLink.objects.filter(request=request)
-        .select_related("task", "task__project")
-        .order_by("task__created_at", "task_id")
-    )
-    tasks = [link.task for link in links]
+def _task_events(tasks: list[MixpanelTask]) -> list[dict[str, Any]]:
+    """The events of these tasks that name no request, in sequence order, as exported.
+
+    The pipeline records a task's events with ``payload["task_id"]`` (``pipeline.common.task_audit``,
+    ``api_call_record``, planning) and with a request reference only while the task serves exactly one request;
+    those are in the timeline already. Events that name another request stay out even when they concern a
+    shared task (a task may serve a second request only after a 409 linked it): they are that request's, and
+    one person's pack must not tell another person's request. One query whatever the number of tasks and
+    events; Django compiles the key lookup for SQLite (JSON_EXTRACT) and PostgreSQL (->) alike.
+    """
+    if not tasks:
+        return []
+    task_ids = [task.pk for task in tasks]
+    events = AuditEvent.objects.filter(request_reference="", payload__task_id__in=task_ids).order_by("sequence")
+    return [audit.event_record(event) for event in events]
+
+
+def _tasks(tasks: list[MixpanelTask], task_events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    sequences: dict[int, list[int]] = {}
+    for record in task_events:
+        sequences.setdefault(record["payload"]["task_id"], []).append(record["sequence"])
     served: dict[int, int] = {}
     for task_id in TaskRequestLink.objects.filter(task__in=tasks).values_list("task_id", flat=True):
         served[task_id] = served.get(task_id, 0) + 1
@@ -159,6 +192,7 @@ def _tasks(request: DataSubjectRequest) -> list[dict[str, Any]]:
             "finished_at": _dt(task.finished_at),
             "last_error": task.last_error,
             "api_calls": calls.get(task.pk, []),
+            "task_event_sequences": sequences.get(task.pk, []),
         }
         for task in tasks
     ]
