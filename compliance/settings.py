@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 from pathlib import Path
 
 import environ
@@ -41,6 +42,21 @@ def _required_secret(name: str, dev_default: str, *, min_length: int) -> str:
         raise ImproperlyConfigured(f"{name} must be set when DJANGO_ENV=production.")
     if value == dev_default or value.startswith(("dev-only", "django-insecure")) or len(value) < min_length:
         raise ImproperlyConfigured(f"{name} is unsafe: use a random value of at least {min_length} characters.")
+    return value
+
+
+def _positive_seconds(name: str, raw: str) -> float:
+    """``raw`` (the variable's text) as a positive, finite number of seconds, or a start-up error naming it.
+
+    django-environ's float() drops every character that is not a digit, sign or point, so "5m" would quietly
+    become 5 and "abc" a bare ValueError that does not say which variable: this reads the text itself.
+    """
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ImproperlyConfigured(f"{name} must be a positive number of seconds, not {raw!r}.")
     return value
 
 
@@ -274,6 +290,15 @@ GDPR_POLL_INITIAL_SECONDS = env.float("GDPR_POLL_INITIAL_SECONDS", default=300.0
 GDPR_POLL_MAX_SECONDS = env.float("GDPR_POLL_MAX_SECONDS", default=21600.0)
 # Pipeline: a deletion task that is not yet full waits this long for more approved requests to join it.
 GDPR_DELETION_COALESCE_SECONDS = env.float("GDPR_DELETION_COALESCE_SECONDS", default=30.0)
+# Pipeline leases. A step holds its task this long: longer than the Celery hard time limit, so a live step never
+# loses it to a second worker, while a crashed worker's task becomes due again once it runs out.
+GDPR_STEP_LEASE_SECONDS = _positive_seconds(
+    "GDPR_STEP_LEASE_SECONDS", env.str("GDPR_STEP_LEASE_SECONDS", default="300")
+)
+# A sweep's claim on a task it queued: if the broker loses the message, the first sweep after this finds the row.
+GDPR_DISPATCH_LEASE_SECONDS = _positive_seconds(
+    "GDPR_DISPATCH_LEASE_SECONDS", env.str("GDPR_DISPATCH_LEASE_SECONDS", default="60")
+)
 # Pipeline: checks on a retrieval's result archive (gdpr_requests/mixpanel/archive.py).
 MIXPANEL_EXPORT_MAX_ENTRIES = env.int("MIXPANEL_EXPORT_MAX_ENTRIES", default=10000)
 MIXPANEL_EXPORT_MAX_UNCOMPRESSED_BYTES = env.int("MIXPANEL_EXPORT_MAX_UNCOMPRESSED_BYTES", default=2 * 1024**3)
@@ -295,6 +320,12 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SOFT_TIME_LIMIT = 120
 CELERY_TASK_TIME_LIMIT = 180
+if PRODUCTION and GDPR_STEP_LEASE_SECONDS <= CELERY_TASK_TIME_LIMIT:
+    # A shorter lease lets a second worker take a task whose step is still running (two creates, two downloads).
+    raise ImproperlyConfigured(
+        f"GDPR_STEP_LEASE_SECONDS must be longer than the Celery hard time limit ({CELERY_TASK_TIME_LIMIT} s) "
+        "when DJANGO_ENV=production."
+    )
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Tasks are idempotent and acks_late: on a broker connection loss, cancel them and let them be redelivered.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True

@@ -49,12 +49,6 @@ RETIRED = (TaskState.SUPERSEDED, TaskState.CANCELLED)
 # States that send a request to `failed` for staff.
 FAILING = (TaskState.FAILED, TaskState.NEEDS_ATTENTION)
 
-# A step holds its task this long; longer than the Celery hard time limit, so a live step never loses it,
-# and a crashed worker's task simply becomes due again afterwards.
-STEP_LEASE_SECONDS = 300.0
-# A sweep's claim on a queued task: if the broker loses the message, the next sweep after this finds the row.
-DISPATCH_LEASE_SECONDS = 60.0
-
 # Remote statuses (MIXPANEL_GDPR_API.md).
 PENDING, STAGING, STARTED = "PENDING", "STAGING", "STARTED"
 SUCCESS, FAILURE, REVOKED, REMOTE_NOT_FOUND, UNKNOWN = "SUCCESS", "FAILURE", "REVOKED", "NOT_FOUND", "UNKNOWN"
@@ -101,6 +95,18 @@ def poll_delay(polls: int) -> float:
 
 def after(seconds: float, now: datetime | None = None) -> datetime:
     return (now or timezone.now()) + timedelta(seconds=seconds)
+
+
+def step_lease_seconds() -> float:
+    """How long a step holds its task (GDPR_STEP_LEASE_SECONDS). Read at each step, not at import, so that
+    override_settings and a test harness's environment reach it."""
+    return float(settings.GDPR_STEP_LEASE_SECONDS)
+
+
+def dispatch_lease_seconds() -> float:
+    """How long a queued task stays claimed (GDPR_DISPATCH_LEASE_SECONDS): a message the broker lost is sent
+    again by the first sweep after it. Read at call time, like step_lease_seconds."""
+    return float(settings.GDPR_DISPATCH_LEASE_SECONDS)
 
 
 # --- queries ------------------------------------------------------------------------------------------
@@ -243,7 +249,7 @@ def finish_step(
     soon = follow_up and next_at is not None and task.state in DISPATCHABLE
     countdown = max(0.0, (next_at - now).total_seconds()) if soon else 0.0
     if soon and countdown <= float(settings.GDPR_DISPATCH_INTERVAL_SECONDS):
-        task.claimed_until = next_at + timedelta(seconds=DISPATCH_LEASE_SECONDS)
+        task.claimed_until = next_at + timedelta(seconds=dispatch_lease_seconds())
         transaction.on_commit(partial(enqueue_step, task.pk, countdown))
     task.save(update_fields=sorted({*fields, "next_attempt_at", "running_until", "claimed_until", "updated_at"}))
 

@@ -20,7 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ..models import CredentialStatus, MixpanelTask
-from .common import DISPATCH_LEASE_SECONDS, due_filter, enqueue_step
+from .common import dispatch_lease_seconds, due_filter, enqueue_step
 
 # However fast the limiter, one sweep never hands out more than this per project.
 MAX_PER_PROJECT = 100
@@ -38,6 +38,7 @@ def dispatch_due() -> int:
     now = timezone.now()
     interval = max(0.0, float(settings.MIXPANEL_MIN_INTERVAL_SECONDS))
     budget = per_project_budget()
+    lease_seconds = dispatch_lease_seconds()
     due = MixpanelTask.objects.filter(due_filter(now)).exclude(project__credential_status=CredentialStatus.FAILING)
     project_ids = sorted(set(due.order_by().values_list("project_id", flat=True)))
     claimed: list[tuple[int, float]] = []
@@ -51,7 +52,7 @@ def dispatch_due() -> int:
             slot = 0
             for task_id in candidates:
                 countdown = slot * interval
-                lease = now + timedelta(seconds=countdown + DISPATCH_LEASE_SECONDS)
+                lease = now + timedelta(seconds=countdown + lease_seconds)
                 # Conditional: a task another sweep or a worker took meanwhile is left alone.
                 if MixpanelTask.objects.filter(due_filter(now), pk=task_id).update(claimed_until=lease):
                     claimed.append((task_id, countdown))

@@ -1,9 +1,10 @@
 """One step of one Mixpanel task: submit, poll, cancel or download, whichever its state calls for.
 
 ``task_step`` is idempotent and safe to run twice at once: it first takes the task with a conditional UPDATE
-of ``running_until`` (a lease; a crashed worker's task is due again once it passes), then a slot from the
-project's rate limiter (none free: the task is rescheduled for when one frees, nobody sleeps), then makes its
-one HTTP call outside any transaction, and writes the outcome and its audit events in one transaction.
+of ``running_until`` (a lease of GDPR_STEP_LEASE_SECONDS; a crashed worker's task is due again once it passes),
+then a slot from the project's rate limiter (none free: the task is rescheduled for when one frees, nobody
+sleeps), then makes its one HTTP call outside any transaction, and writes the outcome and its audit events in one
+transaction.
 
 ``attempts`` counts the unsuccessful attempts in a row of the current phase. It goes up before each call and
 back to 0 on success, so a step that crashes mid-call counts too, and MIXPANEL_MAX_ATTEMPTS ends any loop.
@@ -45,7 +46,6 @@ from .common import (
     LINKED_BY_CONFLICT,
     REMOTE_NOT_FOUND,
     REVOKED,
-    STEP_LEASE_SECONDS,
     SUCCESS,
     UNKNOWN,
     after,
@@ -58,6 +58,7 @@ from .common import (
     logger,
     poll_delay,
     settle_requests,
+    step_lease_seconds,
     task_audit,
 )
 from .credentials import credential_failed
@@ -79,7 +80,7 @@ def _step(task_id: int) -> str:
     taken = (
         MixpanelTask.objects.filter(pk=task_id, state__in=DISPATCHABLE, next_attempt_at__lte=now)
         .filter(Q(running_until__isnull=True) | Q(running_until__lte=now))
-        .update(running_until=after(STEP_LEASE_SECONDS, now))
+        .update(running_until=after(step_lease_seconds(), now))
     )
     if not taken:
         return "skipped"  # not due, not active, or another worker has it: a duplicate message

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -51,6 +51,12 @@ FAST_TIMINGS = {
     # A batch that is not full waits this long for more approvals before it is submitted: long enough for
     # two workers to plan a test's few dozen approvals one by one on a busy two-core machine.
     "GDPR_DELETION_COALESCE_SECONDS": "5",
+    # The leases are sized for production (a step holds its task 300 s, longer than Celery's 180 s hard time
+    # limit; a sweep's claim lasts 60 s). A worker killed mid-step, or a broker that loses its queue, is
+    # recovered from only when they run out: shortened, so each recovery test waits seconds, not minutes (still
+    # far longer than any step takes against the fake, whose HTTP timeout is 3 s).
+    "GDPR_STEP_LEASE_SECONDS": "15",
+    "GDPR_DISPATCH_LEASE_SECONDS": "15",
 }
 # Inherited variables that would point a subprocess somewhere else than this test's services.
 SCRUBBED_ENV = (
@@ -65,34 +71,6 @@ SCRUBBED_ENV = (
     "STAFF_ALERT_EMAILS",
     "DJANGO_SETTINGS_MODULE",
 )
-
-
-# The pipeline's leases are module constants sized for production: a step holds its task for 300 s (longer
-# than Celery's 180 s hard time limit) and a sweep's claim lasts 60 s. A worker killed mid-step, or a broker
-# that loses its queue, is recovered from only when they run out, which would make each recovery test wait
-# minutes. The workers here run through this shim, which shortens them (still far longer than any step takes
-# against the fake: its HTTP timeout is 3 s) and refuses to start if the pipeline renamed them, so that a
-# rename shows up as a failure here instead of as five-minute waits.
-LEASES = {
-    ("gdpr_requests.pipeline.common", "STEP_LEASE_SECONDS"): 15.0,
-    ("gdpr_requests.pipeline.steps", "STEP_LEASE_SECONDS"): 15.0,
-    ("gdpr_requests.pipeline.common", "DISPATCH_LEASE_SECONDS"): 15.0,
-    ("gdpr_requests.pipeline.dispatch", "DISPATCH_LEASE_SECONDS"): 15.0,
-}
-WORKER_SHIM = f"""
-import importlib, sys
-import django
-
-django.setup()
-for (module_name, name), seconds in {LEASES!r}.items():
-    module = importlib.import_module(module_name)
-    if not hasattr(module, name):
-        sys.exit(f"integration shim: {{module_name}}.{{name}} no longer exists; update tests/integration/conftest.py")
-    setattr(module, name, seconds)
-from celery.__main__ import main
-
-sys.exit(main())
-"""
 
 
 def database_url_of(settings_dict: dict[str, Any]) -> str:
@@ -383,9 +361,7 @@ class PipelineHarness:
     def start_worker(self, name: str | None = None, *, wait: bool = True) -> str:
         name = name or f"w{len(self.workers) + 1}"
         argv = [
-            sys.executable,
-            "-c",
-            WORKER_SHIM,
+            CELERY,
             "-A",
             "compliance",
             "worker",
@@ -636,7 +612,19 @@ class PipelineHarness:
         return [p.read_text(errors="replace") for p in sorted(self.mail_dir.iterdir()) if p.is_file()]
 
 
+def _settings_not_read(names: Iterable[str]) -> list[str]:
+    """Those of ``names`` that compliance/settings.py no longer reads: a renamed setting would otherwise leave its
+    production value in force, and a recovery test would wait minutes for a lease instead of failing at once."""
+    source = (BASE_DIR / "compliance" / "settings.py").read_text()
+    return [name for name in names if f'"{name}"' not in source]
+
+
 def _subprocess_env(*, database_url: str, redis_url: str, tmp: Path, exports_dir: Path) -> dict[str, str]:
+    unknown = _settings_not_read(FAST_TIMINGS)
+    if unknown:
+        pytest.fail(
+            f"compliance/settings.py no longer reads {unknown}; update FAST_TIMINGS in tests/integration/conftest.py"
+        )
     env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
     env.update(FAST_TIMINGS)
     env.update(

@@ -11,7 +11,6 @@ from django.utils import timezone
 
 from gdpr_requests import pipeline
 from gdpr_requests.models import CredentialStatus, MixpanelProject, MixpanelTask, TaskState
-from gdpr_requests.pipeline.common import DISPATCH_LEASE_SECONDS
 
 from .pipeline_support import START, approve, clock, eager_celery, mixpanel, pipeline_settings  # noqa: F401
 
@@ -26,7 +25,7 @@ def planned_retrievals(make_request, staff_actor, count: int) -> list[MixpanelTa
 
 
 def test_due_tasks_are_claimed_and_enqueued_only_after_commit(
-    make_request, staff_actor, project, django_capture_on_commit_callbacks
+    make_request, staff_actor, project, django_capture_on_commit_callbacks, settings
 ):
     planned_retrievals(make_request, staff_actor, 2)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
@@ -34,18 +33,31 @@ def test_due_tasks_are_claimed_and_enqueued_only_after_commit(
     assert len(callbacks) == 2
     leases = sorted(MixpanelTask.objects.values_list("claimed_until", flat=True))
     # Staggered by the rate limiter's interval, so the second waits for its slot in the queue, not in a worker.
-    assert leases == [
-        START + timedelta(seconds=DISPATCH_LEASE_SECONDS),
-        START + timedelta(seconds=1 + DISPATCH_LEASE_SECONDS),
-    ]
+    lease = settings.GDPR_DISPATCH_LEASE_SECONDS
+    assert leases == [START + timedelta(seconds=lease), START + timedelta(seconds=1 + lease)]
 
 
-def test_a_claimed_task_is_not_claimed_again_until_its_lease_runs_out(make_request, staff_actor, project, clock):
+def test_a_claimed_task_is_not_claimed_again_until_its_lease_runs_out(
+    make_request, staff_actor, project, clock, settings
+):
     planned_retrievals(make_request, staff_actor, 1)
     assert pipeline.dispatch_due() == 1
     assert pipeline.dispatch_due() == 0  # the message is on its way
-    clock.move_to(START + timedelta(seconds=DISPATCH_LEASE_SECONDS + 1))
+    clock.move_to(START + timedelta(seconds=settings.GDPR_DISPATCH_LEASE_SECONDS + 1))
     assert pipeline.dispatch_due() == 1  # the broker lost it: found again
+
+
+def test_the_claim_lasts_as_long_as_the_dispatch_lease_setting_says(
+    make_request, staff_actor, project, clock, settings
+):
+    settings.GDPR_DISPATCH_LEASE_SECONDS = 7.0  # read at each sweep, not at import
+    planned_retrievals(make_request, staff_actor, 1)
+    assert pipeline.dispatch_due() == 1
+    assert MixpanelTask.objects.get().claimed_until == START + timedelta(seconds=7)
+    clock.move_to(START + timedelta(seconds=6.9))
+    assert pipeline.dispatch_due() == 0
+    clock.move_to(START + timedelta(seconds=7))
+    assert pipeline.dispatch_due() == 1  # well before the default 60 s
 
 
 def test_paused_tasks_and_projects_with_a_failing_credential_are_skipped(make_request, staff_actor, project):
