@@ -2,12 +2,21 @@
 project and credential, held across every worker process and host.
 
 Creates, status polls, cancels and downloads all take a slot here first, and report ``finished(key)`` when
-their call is over, so the next call starts a full interval after the end of this one. ``acquire(key)`` never sleeps: it
-returns 0.0 when the caller holds the slot and may call now, or the seconds until the slot frees (nothing is
-taken then), so a Celery task can reschedule itself instead of blocking a worker.
+their call is over, so the next call starts a full interval after the end of this one. ``acquire(key)`` never
+sleeps: it returns 0.0 when the caller holds the slot and may call now, or the seconds until it should look again
+(nothing is taken then, and never more than one interval), so a Celery task can reschedule itself instead of
+blocking a worker.
+
+A pipeline step does database work between taking its slot and sending its request (the task row, the audit
+trail), under load sometimes for longer than the interval. A slot that freed one interval after it was taken
+would then let the next call start while this one had not been sent yet: two calls once reached Mixpanel 0.93 s
+apart. So a caller that does work first takes the slot ``until_finished``: it stays taken until
+``finished(key)`` (then frees one interval later), or, should the caller die, ``hold_seconds()`` after it was
+taken. Every call then reaches Mixpanel at least an interval after the previous one was answered, however long
+either side took (a safety margin added to the interval would only have made a short gap rarer).
 
 Two stores, chosen by settings.REDIS_URL:
-- Redis: ``SET key NX PX interval`` in a Lua script (atomic; Redis's own clock, so hosts' clocks do not matter);
+- Redis: ``SET key NX PX ttl`` in a Lua script (atomic; Redis's own clock, so hosts' clocks do not matter);
 - the database otherwise: one RateLimitSlot row per key whose ``available_at`` moves forward with a conditional
   UPDATE (``... WHERE available_at <= now``), so two callers can never both take the same slot. That store
   relies on the hosts' clocks agreeing (NTP); production runs Redis.
@@ -20,7 +29,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from datetime import timedelta
+import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -35,9 +45,14 @@ REDIS_WAITS_KEY = "dsr:mixpanel-rate-waits"
 # A Redis that does not answer within this must not hold a worker: the caller reschedules instead.
 REDIS_SOCKET_TIMEOUT_SECONDS = 2.0
 
-# KEYS[1] the slot, KEYS[2] the wait counter; ARGV[1] the interval in ms. Returns 0 (slot taken) or the ms to wait.
+# A held slot frees on its own this long after the longest a call can take (a connect and a read timeout), so
+# that the database work a step does before sending fits too, even behind a row lock.
+HOLD_SLACK_SECONDS = 10.0
+
+# KEYS[1] the slot, KEYS[2] the wait counter; ARGV[1] the slot's value, ARGV[2] how long it is taken (ms), ARGV[3]
+# the interval (ms), the longest wait reported. Returns 0 (slot taken) or the ms to wait.
 _ACQUIRE_SCRIPT = """
-if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return 0
 end
 redis.call('INCR', KEYS[2])
@@ -45,7 +60,24 @@ local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 1 then
   ttl = 1
 end
+if ttl > tonumber(ARGV[3]) then
+  ttl = tonumber(ARGV[3])
+end
 return ttl
+"""
+# KEYS[1] the slot; ARGV[1] the interval (ms), ARGV[2] the value the caller's held slot was given ('' if none).
+# The caller's own hold is cut to one interval from now; anything else is only ever extended to it, so that a
+# caller whose hold had run out does not cut short the hold of whoever took the slot next.
+_FINISH_SCRIPT = """
+if ARGV[2] ~= '' and redis.call('GET', KEYS[1]) == ARGV[2] then
+  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+  return 1
+end
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+  return 1
+end
+return 0
 """
 
 
@@ -63,34 +95,68 @@ def interval_seconds() -> float:
     return max(0.0, float(settings.MIXPANEL_MIN_INTERVAL_SECONDS))
 
 
-def acquire(key: str) -> float:
-    """Take the slot for ``key`` if it is free: return 0.0; otherwise return the seconds to wait (> 0)."""
+def hold_seconds() -> float:
+    """How long a slot taken ``until_finished`` stays taken if its caller never reports (a killed worker): the
+    interval plus the longest a call can take, a connect and a read timeout, plus HOLD_SLACK_SECONDS."""
+    return interval_seconds() + 2 * float(settings.MIXPANEL_HTTP_TIMEOUT_SECONDS) + HOLD_SLACK_SECONDS
+
+
+# What this thread's held slots were given (Redis: the value; database: available_at), so that finished()
+# recognises its own hold. A thread holds at most one slot per key at a time: acquire and finished pair up.
+_held = threading.local()
+
+
+def _holds() -> dict[str, str | datetime]:
+    holds = getattr(_held, "slots", None)
+    if holds is None:
+        holds = _held.slots = {}
+    return holds
+
+
+def acquire(key: str, *, until_finished: bool = False) -> float:
+    """Take the slot for ``key`` if it is free: return 0.0; otherwise return the seconds to wait (> 0, at most
+    one interval: a held slot may free much sooner than its hold runs out).
+
+    With ``until_finished`` the slot stays taken until ``finished(key)`` from this thread (or hold_seconds()),
+    not one interval: for callers that do work between taking the slot and sending their request.
+    """
     interval = interval_seconds()
     if interval <= 0:
         return 0.0
+    taken_for = hold_seconds() if until_finished else interval
     if settings.REDIS_URL:
-        return _acquire_redis(key, interval)
-    return _acquire_db(key, interval)
+        return _acquire_redis(key, interval, taken_for, held=until_finished)
+    return _acquire_db(key, interval, taken_for, held=until_finished)
 
 
 def finished(key: str) -> None:
     """The call that took ``key``'s slot has ended: the next may start one interval from now, not from when this
     one started. Spacing calls from the end of the previous one keeps them apart at Mixpanel's end too, however
     long the request took to arrive or be handled there (a slow first response would otherwise let the next
-    call arrive within the same second). Never raises: the slot already spaces calls from their start."""
+    call arrive within the same second). A slot this thread took ``until_finished`` is released to that; any
+    other is only extended. Never raises: a held slot still frees when its hold runs out."""
+    held = _holds().pop(key, None)
     interval = interval_seconds()
     if interval <= 0:
         return
     try:
         if settings.REDIS_URL:
-            _redis().set(REDIS_PREFIX + key, "1", px=max(1, round(interval * 1000)))
+            mine = held if isinstance(held, str) else ""
+            _redis().eval(_FINISH_SCRIPT, 1, REDIS_PREFIX + key, _ms(interval), mine)
         else:
             from ..models import RateLimitSlot
 
             free_at = timezone.now() + timedelta(seconds=interval)
-            RateLimitSlot.objects.filter(key=key, available_at__lt=free_at).update(available_at=free_at)
-    except Exception as exc:  # a Redis hiccup: the start-to-start spacing still holds
-        logger.warning("mixpanel rate limiter: could not extend a slot (%s)", type(exc).__name__)
+            slots = RateLimitSlot.objects.filter(key=key)
+            # Still ours if nobody moved the time we set: cut our hold short. Otherwise only ever extend.
+            if not (isinstance(held, datetime) and slots.filter(available_at=held).update(available_at=free_at)):
+                slots.filter(available_at__lt=free_at).update(available_at=free_at)
+    except Exception as exc:  # a Redis hiccup: a held slot frees when its hold runs out, a plain one after a step
+        logger.warning("mixpanel rate limiter: could not release a slot (%s)", type(exc).__name__)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
 
 
 def wait_count() -> int:
@@ -109,31 +175,37 @@ def wait_count() -> int:
 # --- database store -----------------------------------------------------------------------------------
 
 
-def _acquire_db(key: str, interval: float) -> float:
+def _acquire_db(key: str, interval: float, taken_for: float, *, held: bool) -> float:
     from ..models import RateLimitSlot
 
     # Savepoints, so that a caller inside a transaction keeps it usable after an IntegrityError; a caller that
     # is not in one (the pipeline) commits at once and holds no row lock over its HTTP call.
     for _attempt in range(3):
         now = timezone.now()
-        free_at = now + timedelta(seconds=interval)
-        taken = RateLimitSlot.objects.filter(key=key, available_at__lte=now).update(available_at=free_at)
-        if taken:
-            return 0.0
+        free_at = now + timedelta(seconds=taken_for)
+        if RateLimitSlot.objects.filter(key=key, available_at__lte=now).update(available_at=free_at):
+            return _taken(key, free_at if held else None)
         current = RateLimitSlot.objects.filter(key=key).values_list("available_at", flat=True).first()
         if current is None:
             try:
                 with transaction.atomic():
                     RateLimitSlot.objects.create(key=key, available_at=free_at)
-                return 0.0
             except IntegrityError:  # another caller created it first: its slot, so look again
                 continue
+            return _taken(key, free_at if held else None)
         wait = (current - now).total_seconds()
         if wait <= 0:  # it freed between our two statements: try to take it again
             continue
         RateLimitSlot.objects.filter(key=key).update(waits=F("waits") + 1)
-        return wait
+        return min(wait, interval)
     return min(interval, 0.05)
+
+
+def _taken(key: str, mark: str | datetime | None) -> float:
+    """The caller has the slot; a held one's mark is remembered for finished()."""
+    if mark is not None:
+        _holds()[key] = mark
+    return 0.0
 
 
 # --- Redis store --------------------------------------------------------------------------------------
@@ -159,14 +231,19 @@ def _redis() -> Any:
     return client
 
 
-def _acquire_redis(key: str, interval: float) -> float:
+def _acquire_redis(key: str, interval: float, taken_for: float, *, held: bool) -> float:
     import redis
 
-    interval_ms = max(1, round(interval * 1000))
+    # A held slot's value is this caller's own, for finished() to recognise; "1" is nobody's.
+    value = uuid.uuid4().hex if held else "1"
     try:
-        result = _redis().eval(_ACQUIRE_SCRIPT, 2, REDIS_PREFIX + key, REDIS_WAITS_KEY, interval_ms)
+        result = _redis().eval(
+            _ACQUIRE_SCRIPT, 2, REDIS_PREFIX + key, REDIS_WAITS_KEY, value, _ms(taken_for), _ms(interval)
+        )
     except redis.RedisError as exc:
         # Never fall back to another store: callers still on Redis would not see our calls.
         logger.warning("mixpanel rate limiter: Redis unavailable (%s)", type(exc).__name__)
         raise RateLimiterUnavailable("the rate limiter's Redis did not answer") from None
-    return 0.0 if int(result) == 0 else int(result) / 1000.0
+    if int(result) != 0:
+        return int(result) / 1000.0
+    return _taken(key, value if held else None)

@@ -4,7 +4,8 @@
 of ``running_until`` (a lease of GDPR_STEP_LEASE_SECONDS; a crashed worker's task is due again once it passes),
 then a slot from the project's rate limiter (none free: the task is rescheduled for when one frees, nobody
 sleeps), then makes its one HTTP call outside any transaction, and writes the outcome and its audit events in one
-transaction.
+transaction. The slot is taken ``until_finished``: the database work between taking it and sending can outlast
+the limiter's interval, and the next call must not start before this one was sent and answered.
 
 ``attempts`` counts the unsuccessful attempts in a row of the current phase. It goes up before each call and
 back to 0 on success, so a step that crashes mid-call counts too, and MIXPANEL_MAX_ATTEMPTS ends any loop.
@@ -103,7 +104,7 @@ def _step(task_id: int) -> str:
         )
         return "paused"
     try:
-        wait = ratelimit.acquire(key)
+        wait = ratelimit.acquire(key, until_finished=True)
     except ratelimit.RateLimiterUnavailable:
         wait = float(settings.GDPR_DISPATCH_INTERVAL_SECONDS)
     if wait > 0:
