@@ -137,8 +137,11 @@ def test_an_export_verifies_offline_and_an_edited_one_fails(client, auditor_user
     edited["payload"]["i"] = 99
     lines[12] = json.dumps(edited, ensure_ascii=False) + "\n"
     path.write_text("".join(lines), encoding="utf-8")
-    with pytest.raises(CommandError, match="BROKEN at event 12: edited"):
-        call_command("audit", "verify", "--file", str(path))
+    err = io.StringIO()
+    with pytest.raises(SystemExit) as exited:
+        call_command("audit", "verify", "--file", str(path), stderr=err)
+    assert exited.value.code == 1
+    assert err.getvalue().startswith("BROKEN at event 12: edited")
 
 
 def test_a_date_range_export_verifies_from_its_first_event_and_a_removed_row_is_named(
