@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 import pytest
 import time_machine
 from django.core.management import call_command
-from django.core.management.base import CommandError
 from django.http import StreamingHttpResponse
 from django.urls import reverse
 
