@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -107,12 +107,39 @@ def _check_payload(payload: dict[str, Any], path: str = "") -> None:
             _check_payload(value, f"{path}{name}.")
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One event to append with audit_record_many (the arguments of audit_record)."""
+
+    action: str
+    actor: Actor
+    request_reference: str = ""
+    payload: dict[str, Any] | None = None
+
+
 def audit_record(
     *, action: str, actor: Actor, request_reference: str = "", payload: dict[str, Any] | None = None
 ) -> AuditEvent:
     """Append one event to the chain. Call it inside the transaction of the change it records."""
-    payload = payload or {}
-    _check_payload(payload)
+    return audit_record_many([Entry(action, actor, request_reference, payload)])[0]
+
+
+def audit_record_many(entries: Sequence[Entry]) -> list[AuditEvent]:
+    """Append several events, in order, under one hold of the chain lock and with one INSERT.
+
+    Call it inside the transaction of the changes it records. The events are chained exactly as if each had
+    been appended by audit_record: a batch of intake submissions costs the chain one lock, one read of its
+    head and one write, not three round trips per event.
+    """
+    # Checked and round-tripped through JSON before the lock, so the hash covers exactly what the database
+    # will return and a refused payload never waits for the chain.
+    prepared = []
+    for entry in entries:
+        payload = entry.payload or {}
+        _check_payload(payload)
+        prepared.append((entry, json.loads(json.dumps(payload, default=str))))
+    if not prepared:
+        return []
     # No savepoint when nested: a failure here fails the caller's transaction anyway, and the chain lock is held
     # until that transaction commits, so every round trip saved here shortens the queue behind it.
     with transaction.atomic(savepoint=False):
@@ -122,21 +149,22 @@ def audit_record(
         # On SQLite the IMMEDIATE transaction already holds the database's write lock.
         last = AuditEvent.objects.order_by("-sequence").values_list("sequence", "hash").first()
         sequence, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
-        # Round-trip the payload through JSON so the hash covers exactly what the database will return.
-        payload = json.loads(json.dumps(payload, default=str))
-        # Microseconds survive both databases; the HMAC covers the value as stored.
-        record = {
-            "occurred_at": timezone.now(),
-            "actor_type": str(actor.type),
-            "actor_id": actor.id,
-            "actor_label": actor.label,
-            "action": action,
-            "request_reference": request_reference,
-            "payload": payload,
-        }
-        return AuditEvent.objects.create(
-            sequence=sequence, prev_hash=prev_hash, hash=compute_hash(prev_hash, record), **record
-        )
+        events = []
+        for entry, payload in prepared:
+            # Microseconds survive both databases; the HMAC covers the value as stored.
+            record = {
+                "occurred_at": timezone.now(),
+                "actor_type": str(entry.actor.type),
+                "actor_id": entry.actor.id,
+                "actor_label": entry.actor.label,
+                "action": entry.action,
+                "request_reference": entry.request_reference,
+                "payload": payload,
+            }
+            digest = compute_hash(prev_hash, record)
+            events.append(AuditEvent(sequence=sequence, prev_hash=prev_hash, hash=digest, **record))
+            sequence, prev_hash = sequence + 1, digest
+        return AuditEvent.objects.bulk_create(events)
 
 
 def event_record(event: AuditEvent) -> dict[str, Any]:

@@ -55,22 +55,33 @@ SWEEP_MAX_AGE = timedelta(days=3)
 MAX_ATTEMPTS = 5
 
 
-def _enqueue(request_id: int, event: str) -> None:
-    from .tasks import notify_subject
+def _enqueue(due: list[tuple[int, str]]) -> None:
+    """Queue the emails in ``due`` (request id, event): one message whether there is one email or many."""
+    from .tasks import notify_subject, notify_subjects
 
     try:
-        notify_subject.delay(request_id, event)
-    except Exception:  # the broker is down: the row stays unsent and the sweep queues it again
-        logger.warning("could not queue the %s email for request id %s", event.split(":")[0], request_id, exc_info=True)
+        if len(due) == 1:
+            notify_subject.delay(*due[0])
+        else:  # a batch of intake submissions: the worker fans it out, each email keeps its own task
+            notify_subjects.delay([list(pair) for pair in due])
+    except Exception:  # the broker is down: the rows stay unsent and the sweep queues them again
+        logger.warning("could not queue %d subject email(s)", len(due), exc_info=True)
 
 
 def notify_after_commit(*, request_id: int, event: str) -> None:
     """Record the email as due (in the caller's transaction) and queue it once that transaction commits."""
-    # One round trip, idempotent on the (request, event) unique constraint: intake is the hot path.
+    notify_many_after_commit([(request_id, event)])
+
+
+def notify_many_after_commit(due: list[tuple[int, str]]) -> None:
+    """notify_after_commit for several emails at once: one INSERT now, one broker message after the commit."""
+    if not due:
+        return
+    # Idempotent on the (request, event) unique constraint: intake is the hot path.
     SubjectNotification.objects.bulk_create(
-        [SubjectNotification(request_id=request_id, event=event)], ignore_conflicts=True
+        [SubjectNotification(request_id=request_id, event=event) for request_id, event in due], ignore_conflicts=True
     )
-    transaction.on_commit(lambda: _enqueue(request_id, event))
+    transaction.on_commit(lambda: _enqueue(due))
 
 
 def _after_transition(request_id: int, action: str, new_status: str) -> None:
@@ -78,10 +89,9 @@ def _after_transition(request_id: int, action: str, new_status: str) -> None:
         notify_after_commit(request_id=request_id, event=action)
 
 
-def _after_intake(request: DataSubjectRequest) -> None:
+def _after_intake(requests: list[DataSubjectRequest]) -> None:
     # Every channel: a request that starts unverified asks its requester to confirm their email.
-    if request.status == states.UNVERIFIED:
-        notify_after_commit(request_id=request.pk, event="created")
+    notify_many_after_commit([(dsr.pk, "created") for dsr in requests if dsr.status == states.UNVERIFIED])
 
 
 services.register_transition_hook(_after_transition)
@@ -220,7 +230,7 @@ def send_subject_notification(*, request_id: int, event: str) -> bool:
 def send_pending() -> int:
     """Queue again the emails whose task was lost (broker down, worker killed). Returns how many."""
     now = timezone.now()
-    due = (
+    due = list(
         SubjectNotification.objects.filter(
             sent_at__isnull=True,
             created_at__lt=now - SWEEP_GRACE,
@@ -230,11 +240,9 @@ def send_pending() -> int:
         .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=now - CLAIM_TIMEOUT))
         .values_list("request_id", "event")[:500]
     )
-    count = 0
-    for request_id, event in due:
-        _enqueue(request_id, event)
-        count += 1
-    return count
+    if due:
+        _enqueue(due)
+    return len(due)
 
 
 def expire_unverified() -> int:

@@ -8,21 +8,23 @@ Emails go out through notifications.notify_after_commit: ids and an event name o
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
 
 from . import services, states
-from .audit import Actor, audit_record
+from .audit import Actor, Entry, audit_record, audit_record_many
 from .crypto import email_hash
+from .group_commit import GroupCommitter
 from .models import Channel, DataSubjectRequest, RequestKind, SubjectExport
-from .notifications import notify_after_commit
+from .notifications import notify_after_commit, notify_many_after_commit
 
 CODE_DIGITS = 6
 CODE_LIFETIME = timedelta(minutes=15)
@@ -37,28 +39,41 @@ class Submission:
     duplicate: bool
 
 
-def _lock_email(hashed: str) -> None:
+def _lock_emails(hashes: Iterable[str]) -> None:
     """Serialise submissions from one email so two quick ones cannot both miss the duplicate check.
 
-    PostgreSQL: a transaction-scoped advisory lock on the hash. SQLite's IMMEDIATE transaction already holds
-    the database's write lock.
+    PostgreSQL: transaction-scoped advisory locks on the hashes, taken in one statement and in a fixed order
+    (two batches sharing addresses cannot deadlock). SQLite's IMMEDIATE transaction already holds the
+    database's write lock.
     """
     if connection.vendor == "postgresql":
-        key = int.from_bytes(bytes.fromhex(hashed[:16]), "big", signed=True)
+        keys = sorted({int.from_bytes(bytes.fromhex(hashed[:16]), "big", signed=True) for hashed in hashes})
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+            cursor.execute("SELECT pg_advisory_xact_lock(key) FROM unnest(%s::bigint[]) AS key ORDER BY key", [keys])
+
+
+def open_duplicates(*, hashes: Iterable[str]) -> dict[tuple[str, str], DataSubjectRequest]:
+    """The most recent open request per (email hash, kind) for these hashes within DSR_DUPLICATE_WINDOW_DAYS.
+
+    Only the columns a duplicate answer needs are read (one query, whatever the number of hashes).
+    """
+    since = timezone.now() - timedelta(days=settings.DSR_DUPLICATE_WINDOW_DAYS)
+    found: dict[tuple[str, str], DataSubjectRequest] = {}
+    rows = (
+        DataSubjectRequest.objects.filter(
+            email_hash__in=set(hashes), status__in=states.OPEN_STATES, received_at__gte=since
+        )
+        .only("pk", "reference", "kind", "email_hash", "status")
+        .order_by("-received_at", "-pk")
+    )
+    for dsr in rows:
+        found.setdefault((dsr.email_hash, dsr.kind), dsr)
+    return found
 
 
 def open_duplicate(*, hashed: str, kind: str) -> DataSubjectRequest | None:
     """The most recent open request of ``kind`` from this email hash within DSR_DUPLICATE_WINDOW_DAYS."""
-    since = timezone.now() - timedelta(days=settings.DSR_DUPLICATE_WINDOW_DAYS)
-    return (
-        DataSubjectRequest.objects.filter(
-            email_hash=hashed, kind=kind, status__in=states.OPEN_STATES, received_at__gte=since
-        )
-        .order_by("-received_at", "-pk")
-        .first()
-    )
+    return open_duplicates(hashes=[hashed]).get((hashed, kind))
 
 
 def request_submit(
@@ -76,32 +91,81 @@ def request_submit(
     A duplicate is not a new row: the existing request gets an audit event and the person an email with its
     status link. Either way one audit event is written and one email is queued, so the two paths cost the
     same and the response (made by the caller) cannot tell them apart.
+
+    The submission is checked here (ServiceError) and committed by the process's group committer, together
+    with any other submissions that arrive while a commit is in progress (see group_commit.py).
     """
-    hashed = email_hash(email)
+    pending = services.prepare_request(
+        kind=kind,
+        regulation=regulation,
+        email=email,
+        name=name,
+        distinct_ids=distinct_ids,
+        disclosure_type=disclosure_type,
+        message=message,
+        channel=Channel.WEB,
+        actor=Actor.subject(),
+    )
+    return _intake.submit(pending)
+
+
+def submit_batch(pending: Sequence[DataSubjectRequest]) -> list[Submission]:
+    """Commit submissions checked by services.prepare_request, in one transaction, in order.
+
+    Each is a new request, or a duplicate of an open request of the same kind from the same address: one
+    already in the database or one earlier in this batch. The transaction is run again, with new references,
+    in the rare case that a reference drawn is taken (see services.REFERENCE_ATTEMPTS).
+    """
+    attempt = 1
+    while True:
+        try:
+            return _submit_batch(pending)
+        except IntegrityError:
+            if attempt >= services.REFERENCE_ATTEMPTS:
+                raise
+            attempt += 1
+
+
+def _submit_batch(pending: Sequence[DataSubjectRequest]) -> list[Submission]:
     with transaction.atomic():
-        _lock_email(hashed)
-        existing = open_duplicate(hashed=hashed, kind=kind)
-        if existing is not None:
-            event = audit_record(
-                action="request.duplicate_submitted",
-                actor=Actor.subject(),
-                request_reference=existing.reference,
-                payload={"channel": Channel.WEB, "kind": kind, "regulation": regulation},
+        _lock_emails(p.email_hash for p in pending)
+        known = open_duplicates(hashes=[p.email_hash for p in pending])
+        new: list[DataSubjectRequest] = []
+        # Each submission is either new or a duplicate of the (possibly still unsaved) request at that key.
+        plan: list[tuple[DataSubjectRequest, bool]] = []
+        for dsr in pending:
+            key = (dsr.email_hash, dsr.kind)
+            if key in known:
+                plan.append((known[key], True))
+            else:
+                known[key] = dsr
+                new.append(dsr)
+                plan.append((dsr, False))
+        # Its intake hook queues the confirmations. No savepoint: a taken reference reruns this transaction.
+        services.request_create_many(new, actor=Actor.subject(), retry_in_savepoint=False)
+        duplicates = [
+            (dsr, pending_dsr) for (dsr, is_duplicate), pending_dsr in zip(plan, pending, strict=True) if is_duplicate
+        ]
+        if duplicates:
+            events = audit_record_many(
+                [
+                    Entry(
+                        action="request.duplicate_submitted",
+                        actor=Actor.subject(),
+                        request_reference=dsr.reference,
+                        payload={"channel": Channel.WEB, "kind": dsr.kind, "regulation": submitted.regulation},
+                    )
+                    for dsr, submitted in duplicates
+                ]
             )
-            notify_after_commit(request_id=existing.pk, event=f"duplicate:{event.pk}")
-            return Submission(existing, duplicate=True)
-        dsr = services.request_create(
-            kind=kind,
-            regulation=regulation,
-            email=email,
-            name=name,
-            distinct_ids=distinct_ids,
-            disclosure_type=disclosure_type,
-            message=message,
-            channel=Channel.WEB,
-            actor=Actor.subject(),
-        )  # its intake hook queues the confirmation email
-    return Submission(dsr, duplicate=False)
+            notify_many_after_commit(
+                [(dsr.pk, f"duplicate:{event.pk}") for (dsr, _submitted), event in zip(duplicates, events, strict=True)]
+            )
+    return [Submission(dsr, duplicate=is_duplicate) for dsr, is_duplicate in plan]
+
+
+# Group commit for the web form: concurrent submissions in this process share one transaction.
+_intake: GroupCommitter[DataSubjectRequest, Submission] = GroupCommitter(submit_batch, max_batch=50)
 
 
 def request_rotate_links(*, request: DataSubjectRequest, why: str) -> DataSubjectRequest:

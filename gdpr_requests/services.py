@@ -20,7 +20,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from . import states
-from .audit import Actor, audit_record
+from .audit import Actor, Entry, audit_record, audit_record_many
 from .crypto import email_hash, normalise_email
 from .models import (
     Channel,
@@ -35,6 +35,8 @@ from .models import (
 # Crockford's base32 without I, L, O, U: easy to read aloud and to type.
 REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 MAX_DISTINCT_IDS = 50
+# Draws of a request reference before giving up (a collision is about one in a million at a million requests).
+REFERENCE_ATTEMPTS = 5
 MAX_DISTINCT_ID_LENGTH = 255
 
 # Hooks that other modules register so that the core stays free of their imports: called after commit with
@@ -42,11 +44,12 @@ MAX_DISTINCT_ID_LENGTH = 255
 _after_transition_hooks: list[Callable[[int, str, str], None]] = []
 
 
-_intake_hooks: list[Callable[[DataSubjectRequest], None]] = []
+_intake_hooks: list[Callable[[list[DataSubjectRequest]], None]] = []
 
 
-def register_intake_hook(hook: Callable[[DataSubjectRequest], None]) -> None:
-    """``hook(request)`` runs inside request_create's transaction, for every channel (e.g. the confirmation email)."""
+def register_intake_hook(hook: Callable[[list[DataSubjectRequest]], None]) -> None:
+    """``hook(requests)`` runs inside request_create_many's transaction with the new rows, for every channel
+    (e.g. the confirmation emails)."""
     if hook not in _intake_hooks:
         _intake_hooks.append(hook)
 
@@ -59,6 +62,12 @@ def register_transition_hook(hook: Callable[[int, str, str], None]) -> None:
 
 class ServiceError(Exception):
     """A request that the rules refuse, with a message fit to show a user."""
+
+
+def _draw_references(requests: Iterable[DataSubjectRequest]) -> None:
+    for dsr in requests:
+        dsr.pk = None
+        dsr.reference = new_reference()
 
 
 def new_reference() -> str:
@@ -89,14 +98,13 @@ def _local_date(moment: datetime) -> date:
     return timezone.localtime(moment).date()
 
 
-def request_create(
+def prepare_request(
     *,
     kind: str,
     regulation: str,
     email: str,
     name: str = "",
     distinct_ids: Sequence[str] = (),
-    projects: Sequence[MixpanelProject] | None = None,
     channel: str = Channel.WEB,
     received_at: datetime | None = None,
     disclosure_type: str = "",
@@ -104,10 +112,11 @@ def request_create(
     verified_by_staff: str = "",
     actor: Actor,
 ) -> DataSubjectRequest:
-    """Take in a request from any channel. Deadlines count from ``received_at`` (default: now).
+    """Check a request from any channel and build its row, unsaved and without a reference yet.
 
-    ``verified_by_staff`` (how identity was checked) lets staff-entered requests start at ``verified``.
-    ``projects`` defaults to every active project.
+    Raises ServiceError with a message fit for the person who entered it. Deadlines count from ``received_at``
+    (default: now); ``verified_by_staff`` (how identity was checked) lets staff-entered requests start at
+    ``verified``. request_create_many saves what this builds.
     """
     if kind not in RequestKind.values:
         raise ServiceError(f"Unknown request kind {kind!r}: use one of {', '.join(RequestKind.values)}.")
@@ -134,64 +143,126 @@ def request_create(
     if received_at > now:
         raise ServiceError("The received date is in the future.")
     due = states.due_date(regulation, _local_date(received_at))
-    initial = states.VERIFIED if verified_by_staff else states.UNVERIFIED
+    return DataSubjectRequest(
+        kind=kind,
+        regulation=regulation,
+        disclosure_type=disclosure_type,
+        requester_name=name.strip(),
+        requester_email=email,
+        email_hash=email_hash(email),
+        message=message,
+        distinct_ids=ids,
+        status=states.VERIFIED if verified_by_staff else states.UNVERIFIED,
+        channel=channel,
+        received_at=received_at,
+        verified_at=now if verified_by_staff else None,
+        identity_verification=verified_by_staff,
+        verified_by_id=int(actor.id) if verified_by_staff and actor.id else None,
+        original_due_at=due,
+        due_at=due,
+        link_nonce=secrets.token_hex(8),
+    )
 
+
+def request_create(
+    *,
+    kind: str,
+    regulation: str,
+    email: str,
+    name: str = "",
+    distinct_ids: Sequence[str] = (),
+    projects: Sequence[MixpanelProject] | None = None,
+    channel: str = Channel.WEB,
+    received_at: datetime | None = None,
+    disclosure_type: str = "",
+    message: str = "",
+    verified_by_staff: str = "",
+    actor: Actor,
+) -> DataSubjectRequest:
+    """Take in a request from any channel (checked as prepare_request says). ``projects``: every active one."""
+    dsr = prepare_request(
+        kind=kind,
+        regulation=regulation,
+        email=email,
+        name=name,
+        distinct_ids=distinct_ids,
+        channel=channel,
+        received_at=received_at,
+        disclosure_type=disclosure_type,
+        message=message,
+        verified_by_staff=verified_by_staff,
+        actor=actor,
+    )
+    return request_create_many([dsr], actor=actor, projects=projects)[0]
+
+
+def request_create_many(
+    requests: Sequence[DataSubjectRequest],
+    *,
+    actor: Actor,
+    projects: Sequence[MixpanelProject] | None = None,
+    retry_in_savepoint: bool = True,
+) -> list[DataSubjectRequest]:
+    """Save requests built by prepare_request, with their project links and audit events, in one transaction.
+
+    Several requests cost what one does in round trips (one INSERT per table, one append to the audit chain),
+    which is how the portal commits the submissions that arrive together. Returns them saved, in order.
+
+    A reference that is already taken is drawn again inside a savepoint. A caller that owns the whole
+    transaction and retries it on IntegrityError may pass ``retry_in_savepoint=False`` to save the savepoint's
+    two round trips.
+    """
+    requests = list(requests)
+    if not requests:
+        return []
     with transaction.atomic(savepoint=False):
         project_list = (
             list(projects) if projects is not None else list(MixpanelProject.objects.filter(is_active=True).only("pk"))
         )
-        for _attempt in range(5):
-            try:
-                with transaction.atomic():
-                    dsr = DataSubjectRequest.objects.create(
-                        reference=new_reference(),
-                        kind=kind,
-                        regulation=regulation,
-                        disclosure_type=disclosure_type,
-                        requester_name=name.strip(),
-                        requester_email=email,
-                        email_hash=email_hash(email),
-                        message=message,
-                        distinct_ids=ids,
-                        status=initial,
-                        channel=channel,
-                        received_at=received_at,
-                        verified_at=now if verified_by_staff else None,
-                        identity_verification=verified_by_staff,
-                        verified_by_id=int(actor.id) if verified_by_staff and actor.id else None,
-                        original_due_at=due,
-                        due_at=due,
-                        link_nonce=secrets.token_hex(8),
-                    )
-                break
-            except IntegrityError:  # a reference collision: vanishingly rare, try another
-                continue
-        else:  # pragma: no cover
-            raise ServiceError("Could not allocate a reference; try again.")
-        if project_list:  # a new row has no links yet: one INSERT instead of set()'s read-then-write
-            DataSubjectRequest.projects.through.objects.bulk_create(
-                [DataSubjectRequest.projects.through(datasubjectrequest=dsr, mixpanelproject=p) for p in project_list]
+        if retry_in_savepoint:
+            for _attempt in range(REFERENCE_ATTEMPTS):
+                _draw_references(requests)
+                try:
+                    with transaction.atomic():
+                        DataSubjectRequest.objects.bulk_create(requests)
+                    break
+                except IntegrityError:  # a reference collision: vanishingly rare, draw them all again
+                    continue
+            else:  # pragma: no cover
+                raise ServiceError("Could not allocate a reference; try again.")
+        else:
+            _draw_references(requests)
+            DataSubjectRequest.objects.bulk_create(requests)
+        if project_list:  # new rows have no links yet: one INSERT instead of set()'s read-then-write
+            through = DataSubjectRequest.projects.through
+            through.objects.bulk_create(
+                [through(datasubjectrequest=dsr, mixpanelproject=p) for dsr in requests for p in project_list]
             )
         for hook in list(_intake_hooks):
-            hook(dsr)
+            hook(requests)
         # Last, so the audit chain's lock is held for as short a time as possible before commit.
-        audit_record(
-            action="request.created",
-            actor=actor,
-            request_reference=dsr.reference,
-            payload={
-                "kind": kind,
-                "regulation": regulation,
-                "channel": channel,
-                "status": initial,
-                "distinct_id_count": len(ids),
-                "project_count": len(project_list),
-                "due_at": due.isoformat(),
-                "received_at": received_at.isoformat(),
-                "email_hash": dsr.email_hash[:16],
-            },
+        audit_record_many(
+            [
+                Entry(
+                    action="request.created",
+                    actor=actor,
+                    request_reference=dsr.reference,
+                    payload={
+                        "kind": dsr.kind,
+                        "regulation": dsr.regulation,
+                        "channel": dsr.channel,
+                        "status": dsr.status,
+                        "distinct_id_count": len(dsr.distinct_ids),
+                        "project_count": len(project_list),
+                        "due_at": dsr.due_at.isoformat(),
+                        "received_at": dsr.received_at.isoformat(),
+                        "email_hash": dsr.email_hash[:16],
+                    },
+                )
+                for dsr in requests
+            ]
         )
-    return dsr
+    return requests
 
 
 def _transition(

@@ -50,6 +50,13 @@ def notify_subject(request_id: int, event: str) -> None:
 
 
 @shared_task(**TASK_OPTIONS)
+def notify_subjects(due: list[list]) -> None:
+    """Fan a batch of [request id, event] pairs out into one notify_subject task each."""
+    for request_id, event in due:
+        notify_subject.delay(int(request_id), str(event))
+
+
+@shared_task(**TASK_OPTIONS)
 def expire_unverified_requests() -> None:
     from . import notifications
 
