@@ -1,7 +1,9 @@
 """gunicorn settings for the web processes (``gunicorn compliance.wsgi -c gunicorn.conf.py``).
 
-Everything can be overridden from the environment (see the README's Production section). Sync workers suit a
-Django app whose slow work happens in Celery: each request is short and holds one database connection.
+Everything can be overridden from the environment (see the README's Production section). Threaded workers by
+default: while one thread waits for PostgreSQL another serves, and form submissions that arrive together in one
+process share one transaction (gdpr_requests/group_commit.py), which is what lets the public form keep up
+under load (benchmarks/README.md has the figures for 1, 2, 4, 8 and 12 threads).
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ import os
 bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
 # The usual (2 x cores) + 1, capped: each worker keeps a PostgreSQL connection open (CONN_MAX_AGE).
 workers = int(os.environ.get("WEB_CONCURRENCY", min(2 * multiprocessing.cpu_count() + 1, 9)))
-# Sync workers by default. GUNICORN_THREADS > 1 gives threaded workers, which serve other requests while one
-# waits for PostgreSQL; each thread holds its own database connection (plan max_connections for it).
-threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+# Threads per worker (GUNICORN_THREADS=1 gives sync workers). Each thread holds its own database connection:
+# plan PostgreSQL's max_connections for WEB_CONCURRENCY x GUNICORN_THREADS per web host.
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 worker_class = "gthread" if threads > 1 else "sync"
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 30

@@ -1,17 +1,20 @@
 #!/usr/bin/env python
 """Intake benchmark: the public request form against a bare Django view, on the same server in the same run.
 
-Starts gunicorn (``gunicorn.conf.py``, 2 sync workers by default) with production settings on a throwaway
-PostgreSQL database on loopback, then drives it with a Python load generator: ``--concurrency`` client threads,
-each with its own connection per request (gunicorn's sync workers close after every response), for
-``--duration`` seconds per phase after a short warm-up:
+Starts gunicorn (``gunicorn.conf.py``: 2 workers, threads as configured there) with production settings on a
+throwaway PostgreSQL database on loopback, then drives it with a Python load generator: ``--concurrency``
+client threads, each with its own connection per request, for ``--duration`` seconds per phase after a short
+warm-up:
 
 1. ``GET /bench/bare/``: a view that returns "ok" through the full middleware stack (benchmarks/bench_urls.py,
    served only under ``DJANGO_SETTINGS_MODULE=benchmarks.bench_settings``);
-2. ``POST /request/``: the public form with a valid CSRF cookie and token (one GET per client first), a new
+2. ``POST /bench/floor/``: a reference, not a target: the same CSRF check and form validation as the public
+   form, then one INSERT and COMMIT of a row without personal data. No durable intake can cost less, so its
+   rate is the ceiling for the real form on this machine;
+3. ``POST /request/``: the public form with a valid CSRF cookie and token (one GET per client first), a new
    email address each time; every success is a new request row, its audit event and a queued email task.
 
-It prints requests/s, p50/p95/p99 latency and errors for each phase, the throughput ratio and the targets
+It prints requests/s, p50/p95/p99 latency and errors for each phase, the throughput ratios and the targets
 (form >= 0.5 x bare, form p99 < 250 ms, 0 errors). The public rate limits are turned off for the run
 (``DSR_PUBLIC_RATE_LIMITS_ENABLED=false``): one client address sending hundreds of requests a second would
 otherwise be answered with our own 429s. The database is created and dropped by the script; Celery messages
@@ -19,6 +22,7 @@ go to the Redis database given (flushed at the end), and no worker runs.
 
     .venv/bin/python benchmarks/intake.py                    # 30 s per phase, 16 clients
     .venv/bin/python benchmarks/intake.py --duration 10 --concurrency 8
+    GUNICORN_THREADS=1 .venv/bin/python benchmarks/intake.py # sync workers instead of threaded ones
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import argparse
 import http.client
 import os
 import re
+import runpy
 import secrets
 import signal
 import socket
@@ -47,6 +52,7 @@ WARMUP_SECONDS = 3.0
 CLIENT_TIMEOUT_SECONDS = 10.0
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 250.0
+FLOOR_TABLE = "bench_floor"  # benchmarks/bench_urls.py writes it
 
 CSRF_INPUT = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 CSRF_COOKIE = re.compile(r"csrftoken=([^;]+)")
@@ -116,7 +122,7 @@ class Client:
         status, _headers, _body = self.send("GET", "/bench/bare/")
         return 0 if status == 200 else status
 
-    def submit(self) -> int:
+    def submit(self, path: str = "/request/") -> int:
         fields = {
             "csrfmiddlewaretoken": self.token,
             "name": "Bench Person",
@@ -129,18 +135,21 @@ class Client:
         }
         status, headers, _body = self.send(
             "POST",
-            "/request/",
+            path,
             body=urlencode(fields).encode(),
             headers={"Content-Type": "application/x-www-form-urlencoded", "Cookie": f"csrftoken={self.cookie}"},
         )
         location = dict((k.lower(), v) for k, v in headers).get("location", "")
         return 0 if status == 302 and location.endswith("/request/sent/") else status
 
+    def floor(self) -> int:
+        return self.submit("/bench/floor/")
+
 
 def run_phase(name: str, port: int, action: str, *, duration: float, concurrency: int) -> PhaseResult:
     """``concurrency`` threads call ``action`` back to back; only calls started after the warm-up count."""
     clients = [Client(port) for _ in range(concurrency)]
-    if action == "submit":
+    if action in {"submit", "floor"}:
         for client in clients:
             client.fetch_csrf()
     start = time.perf_counter()
@@ -215,6 +224,7 @@ def server_environment(args: argparse.Namespace, database_url: str, tmp: Path, p
         DSR_PUBLIC_RATE_LIMITS_ENABLED="false",
         MIXPANEL_SANDBOX_ENABLED="false",
         WEB_CONCURRENCY=str(args.workers),
+        GUNICORN_THREADS=str(args.threads),
         GUNICORN_BIND=f"127.0.0.1:{port}",
         LOG_LEVEL="WARNING",
         GUNICORN_LOG_LEVEL="warning",
@@ -251,16 +261,17 @@ def flush_redis(url: str) -> None:
 
 
 # --- report -------------------------------------------------------------------------------------------
-def report(bare: PhaseResult, form: PhaseResult, args: argparse.Namespace, created: int) -> bool:
+def report(phases: dict[str, PhaseResult], args: argparse.Namespace, created: int) -> bool:
     def row(r: PhaseResult) -> str:
         return (
             f"{r.name:<22}{r.ok:>9}{r.rate:>10.1f}{r.percentile(50):>9.1f}{r.percentile(95):>9.1f}"
             f"{r.percentile(99):>9.1f}{r.error_count:>8}"
         )
 
+    bare, floor, form = phases["bare"], phases["floor"], phases["form"]
     ratio = form.rate / bare.rate if bare.rate else 0.0
     p99 = form.percentile(99)
-    errors = bare.error_count + form.error_count
+    errors = sum(r.error_count for r in phases.values())
     checks = [
         (f"form throughput / bare throughput = {ratio:.2f}", ratio >= TARGET_RATIO, f">= {TARGET_RATIO}"),
         (f"form p99 latency = {p99:.1f} ms", p99 < TARGET_P99_MS, f"< {TARGET_P99_MS:.0f} ms"),
@@ -268,8 +279,8 @@ def report(bare: PhaseResult, form: PhaseResult, args: argparse.Namespace, creat
     ]
     print()
     print(
-        f"Intake benchmark: gunicorn {args.workers} workers x {os.environ.get('GUNICORN_THREADS', '1')} thread(s) "
-        "(gunicorn.conf.py), production settings, "
+        f"Intake benchmark: gunicorn {args.workers} workers x {args.threads} thread(s) (gunicorn.conf.py), "
+        "production settings, "
         f"PostgreSQL and Redis on loopback; {args.concurrency} concurrent clients, {args.duration:.0f} s per phase "
         f"after {WARMUP_SECONDS:.0f} s warm-up; load generator on the same machine ({os.cpu_count()} CPUs)."
     )
@@ -280,12 +291,18 @@ def report(bare: PhaseResult, form: PhaseResult, args: argparse.Namespace, creat
     )
     print()
     print(f"{'phase':<22}{'requests':>9}{'req/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}")
-    print(row(bare))
-    print(row(form))
-    for r in (bare, form):
+    for r in phases.values():
+        print(row(r))
+    for r in phases.values():
         if r.errors:
             print(f"  {r.name} errors by status: {dict(sorted(r.errors.items()))}")
     print(f"  requests in the database after the run (incl. warm-up): {created}")
+    floor_ratio = floor.rate / bare.rate if bare.rate else 0.0
+    form_of_floor = form.rate / floor.rate if floor.rate else 0.0
+    print(
+        f"  reference: floor / bare = {floor_ratio:.2f} (form validation + one INSERT and COMMIT, the most any "
+        f"durable form reaches here); form / floor = {form_of_floor:.2f}"
+    )
     print()
     passed = True
     for text, ok, target in checks:
@@ -294,11 +311,21 @@ def report(bare: PhaseResult, form: PhaseResult, args: argparse.Namespace, creat
     return passed
 
 
+def create_floor_table(database_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {FLOOR_TABLE} (id bigserial PRIMARY KEY, email_hash text NOT NULL)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per phase (default 30)")
     parser.add_argument("--concurrency", type=int, default=16, help="concurrent clients (default 16)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="threads per worker (default: gunicorn.conf.py's; 1 = sync workers)"
+    )
     parser.add_argument(
         "--database-url",
         default=os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
@@ -311,6 +338,8 @@ def main() -> int:
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args()
+    if args.threads is None:  # what gunicorn.conf.py makes of this environment
+        args.threads = runpy.run_path(str(ROOT / "gunicorn.conf.py"))["threads"]
     args.load_before = " ".join(f"{value:.2f}" for value in os.getloadavg())
 
     name = f"dsr_bench_{os.getpid()}"
@@ -334,14 +363,17 @@ def main() -> int:
                 stderr=subprocess.STDOUT,
             )
             wait_until_up(port, server)
-            print(f"Server up on 127.0.0.1:{port}; bare view phase ...", flush=True)
-            bare = run_phase("bare view (GET)", port, "bare", duration=args.duration, concurrency=args.concurrency)
-            print("Request form phase ...", flush=True)
-            form = run_phase(
-                "request form (POST)", port, "submit", duration=args.duration, concurrency=args.concurrency
-            )
+            create_floor_table(database_url)
+            phases: dict[str, PhaseResult] = {}
+            for key, name, action in (
+                ("bare", "bare view (GET)", "bare"),
+                ("floor", "floor: 1 INSERT (POST)", "floor"),
+                ("form", "request form (POST)", "submit"),
+            ):
+                print(f"{name} ...", flush=True)
+                phases[key] = run_phase(name, port, action, duration=args.duration, concurrency=args.concurrency)
             created = count_requests(database_url)
-            passed = report(bare, form, args, created)
+            passed = report(phases, args, created)
         finally:
             if server is not None:
                 server.send_signal(signal.SIGTERM)
