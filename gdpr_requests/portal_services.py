@@ -71,11 +71,6 @@ def open_duplicates(*, hashes: Iterable[str]) -> dict[tuple[str, str], DataSubje
     return found
 
 
-def open_duplicate(*, hashed: str, kind: str) -> DataSubjectRequest | None:
-    """The most recent open request of ``kind`` from this email hash within DSR_DUPLICATE_WINDOW_DAYS."""
-    return open_duplicates(hashes=[hashed]).get((hashed, kind))
-
-
 def request_submit(
     *,
     kind: str,
