@@ -341,6 +341,8 @@ CELERY_BEAT_SCHEDULE = {
         "task": "gdpr_requests.tasks.plan_approved_requests",
         "schedule": GDPR_DISPATCH_INTERVAL_SECONDS,
     },
+    # A big batch's requests settle in chunk messages; this makes up for any the broker lost.
+    "settle-finished-requests": {"task": "gdpr_requests.tasks.settle_finished_requests", "schedule": 300.0},
     "expire-unverified-requests": {"task": "gdpr_requests.tasks.expire_unverified_requests", "schedule": 3600.0},
     "send-pending-subject-emails": {
         "task": "gdpr_requests.tasks.send_pending_subject_notifications",

@@ -41,6 +41,22 @@ def run_mixpanel_task(task_id: int) -> None:
     pipeline.task_step(task_id=task_id)
 
 
+@shared_task(**TASK_OPTIONS)
+def settle_requests_chunk(request_ids: list[int]) -> None:
+    """Complete or fail one chunk of a finished batch's requests in its own transaction (pipeline/settling.py)."""
+    from . import pipeline
+
+    pipeline.requests_settle(request_ids=[int(pk) for pk in request_ids])
+
+
+@shared_task(**TASK_OPTIONS)
+def settle_finished_requests() -> None:
+    """Beat: settle the processing requests whose chunk message was lost."""
+    from . import pipeline
+
+    pipeline.settle_finished()
+
+
 # --- Subjects' emails and exports (notifications.py, exports.py) ----------------------------------------
 @shared_task(**TASK_OPTIONS)
 def notify_subject(request_id: int, event: str) -> None:

@@ -3,6 +3,7 @@
 - planning.py: approved requests become MixpanelTask rows (deletions coalesced up to the batch size);
 - dispatch.py: the beat sweep claims due tasks and enqueues a step for each after commit;
 - steps.py: one idempotent step of one task (submit, poll, cancel, download) and its outcomes;
+- settling.py: a big batch's requests settle in chunk messages after its outcome commits; the catch-up sweep;
 - credentials.py: a refused credential pauses the project and alerts staff; checks and resumption;
 - cancel.py: withdrawal rules and cancelling a withdrawn request's tasks.
 
@@ -31,6 +32,7 @@ from .credentials import (
 )
 from .dispatch import dispatch_due
 from .planning import plan_approved, request_plan, request_retry_tasks
+from .settling import requests_settle, settle_finished
 from .steps import task_step
 
 __all__ = [
@@ -48,6 +50,8 @@ __all__ = [
     "request_plan",
     "request_retry_tasks",
     "request_withdrawal_blocker",
+    "requests_settle",
+    "settle_finished",
     "settle_requests",
     "task_step",
 ]

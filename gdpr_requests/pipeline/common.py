@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -33,6 +34,7 @@ from ..models import (
     MixpanelTask,
     RequestKind,
     TaskKind,
+    TaskRequestLink,
     TaskState,
 )
 
@@ -271,28 +273,49 @@ def task_audit(task: MixpanelTask, action: str, **payload: Any) -> None:
 # --- settling requests --------------------------------------------------------------------------------
 
 
-def settle_requests(request_ids: Iterable[int]) -> None:
-    """Complete or fail every processing request whose tasks are all done. Inside the outcome's transaction.
+def settle_requests(request_ids: Iterable[int]) -> int:
+    """Complete or fail every processing request whose tasks are all done. Inside the caller's transaction.
 
     A request completes when every task it counts on succeeded (across projects, 409-linked ones included);
     it fails, for staff, as soon as one of them failed or needs attention. A request on hold is settled when
-    it resumes.
+    it resumes. Returns how many requests moved.
+
+    Everything is read and decided before the first transition: the first audit event takes the chain's lock,
+    held until the caller commits, so the reads stay out of it. A task serving many requests should not call
+    this in its own transaction but through ``settling.settle_inline_or_chunked``.
     """
-    for request in DataSubjectRequest.objects.filter(pk__in=set(request_ids), status=states.PROCESSING):
-        tasks = list(request_tasks(request.pk).exclude(state__in=RETIRED).select_related("project"))
+    requests = list(DataSubjectRequest.objects.filter(pk__in=set(request_ids), status=states.PROCESSING).order_by("pk"))
+    if not requests:
+        return 0
+    tasks_of: dict[int, list[MixpanelTask]] = defaultdict(list)
+    links = (
+        TaskRequestLink.objects.filter(request_id__in=[r.pk for r in requests])
+        .exclude(task__state__in=RETIRED)
+        .select_related("task__project")
+        .order_by("-task__created_at", "task_id")  # as request_tasks: the newest failure names the reason
+    )
+    for link in links:
+        tasks_of[link.request_id].append(link.task)
+    decisions: list[Callable[[], object]] = []
+    for request in requests:
+        tasks = tasks_of.get(request.pk)
         if not tasks:
             continue
         failed = [t for t in tasks if t.state in FAILING]
+        if failed:
+            why = failed[0].last_error or f"a Mixpanel {failed[0].kind} task {failed[0].get_state_display().lower()}"
+            decisions.append(partial(services.request_fail, request=request, why=why))
+        elif all(t.state == TaskState.SUCCEEDED for t in tasks):
+            note = closing_note(request, tasks)
+            decisions.append(partial(services.request_complete, request=request, closing_note=note))
+    moved = 0
+    for transition in decisions:
         try:
-            if failed:
-                why = (
-                    failed[0].last_error or f"a Mixpanel {failed[0].kind} task {failed[0].get_state_display().lower()}"
-                )
-                services.request_fail(request=request, why=why)
-            elif all(t.state == TaskState.SUCCEEDED for t in tasks):
-                services.request_complete(request=request, closing_note=closing_note(request, tasks))
+            transition()
         except states.TransitionNotAllowed:  # moved by someone else meanwhile: theirs wins
             continue
+        moved += 1
+    return moved
 
 
 def closing_note(request: DataSubjectRequest, tasks: list[MixpanelTask]) -> str:

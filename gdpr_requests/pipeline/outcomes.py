@@ -12,6 +12,7 @@ from django.utils import timezone
 from ..mixpanel.client import MixpanelError
 from ..models import MixpanelTask, TaskRequestLink, TaskState
 from .common import after, backoff_seconds, finish_step, live_ids, live_requests, settle_requests, task_audit
+from .settling import settle_inline_or_chunked
 
 
 def begin_attempt(task: MixpanelTask) -> MixpanelTask | None:
@@ -47,7 +48,8 @@ def give_up(task: MixpanelTask, state: str, why: str) -> str:
         task.result_url = ""
         finish_step(task, next_at=None, fields=["state", "last_error", "finished_at", "result_url"])
         task_audit(task, "task.failed" if state == TaskState.FAILED else "task.needs_attention", why=why[:200])
-        settle_requests(task.requests.values_list("pk", flat=True))
+        # A whole batch failing (a lost task, a REVOKED one) fails its requests in chunks, as SUCCESS completes them.
+        settle_inline_or_chunked(task.requests.values_list("pk", flat=True))
     return state
 
 

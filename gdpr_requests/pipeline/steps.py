@@ -65,6 +65,7 @@ from .common import (
 from .credentials import credential_failed
 from .outcomes import begin_attempt, child_task, give_up, retry_later, split_batch
 from .retrieval import download
+from .settling import settle_inline_or_chunked
 
 SUBMIT, POLL, CANCEL, DOWNLOAD = "submit", "poll", "cancel", "download"
 
@@ -364,7 +365,9 @@ def _apply_status(task: MixpanelTask, status: DeletionStatus | RetrievalStatus) 
             task.finished_at = now
             finish_step(task, next_at=None, fields=[*fields, "state", "finished_at"])
             task_audit(task, "task.succeeded", id_count=len(task.distinct_ids))
-            settle_requests(task.requests.values_list("pk", flat=True))
+            # A coalesced batch's requests settle in chunks after this commits: not under this transaction's
+            # hold of the audit chain's lock (settling.py).
+            settle_inline_or_chunked(task.requests.values_list("pk", flat=True))
             return "succeeded"
         if remote == SUCCESS:
             link = getattr(status, "result_url", "")
