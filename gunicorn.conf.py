@@ -12,11 +12,12 @@ import multiprocessing
 import os
 
 bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
-# The usual (2 x cores) + 1, capped: each worker keeps a PostgreSQL connection open (CONN_MAX_AGE).
-workers = int(os.environ.get("WEB_CONCURRENCY", min(2 * multiprocessing.cpu_count() + 1, 9)))
+# CPUs + 1 processes, at most 5: threads (below) give the concurrency, and each thread of each process may keep
+# a PostgreSQL connection open (CONN_MAX_AGE).
+workers = int(os.environ.get("WEB_CONCURRENCY", min(multiprocessing.cpu_count() + 1, 5)))
 # Threads per worker (GUNICORN_THREADS=1 gives sync workers). Each thread holds its own database connection:
 # plan PostgreSQL's max_connections for WEB_CONCURRENCY x GUNICORN_THREADS per web host.
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 worker_class = "gthread" if threads > 1 else "sync"
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 30
