@@ -137,13 +137,17 @@ def project_check_credentials(*, project: MixpanelProject, actor: Actor) -> Chec
 
     401/403 → failing (its active tasks pause); any other answer from Mixpanel, NOT_FOUND included → working
     (paused tasks resume). No answer (timeout, 5xx, 429) says nothing about the credential: nothing changes.
-    Goes through the rate limiter, waiting up to CHECK_MAX_WAIT_SECONDS because a person is waiting.
+    Goes through the rate limiter, waiting up to CHECK_MAX_WAIT_SECONDS because a person is waiting. The slot
+    is taken ``until_finished``, like a pipeline step's: a slot that freed one interval after it was taken would
+    let a worker's call start while this one was still in flight (a slow answer, up to the HTTP timeout, and the
+    ApiCall row written before it returns). It is released on every path, an exception included; otherwise the
+    project's calls would wait until the hold ran out (ratelimit.hold_seconds()).
     """
     key = ratelimit.key_for(project_id=project.pk, oauth_token=project.oauth_token)
     waited = 0.0
     while True:
         try:
-            wait = ratelimit.acquire(key)
+            wait = ratelimit.acquire(key, until_finished=True)
         except ratelimit.RateLimiterUnavailable:
             return CheckResult(False, "The rate limiter (Redis) is not answering; try again shortly.")
         if wait <= 0:
@@ -152,15 +156,18 @@ def project_check_credentials(*, project: MixpanelProject, actor: Actor) -> Chec
             return CheckResult(False, "Mixpanel calls for this project are busy right now; try again in a few seconds.")
         time.sleep(wait)
         waited += wait
-    with requests.Session() as session:
-        client = build_client(project, session=session)
-        try:
-            client.deletion_status(tracking_id=CHECK_TRACKING_ID)
-            failure: MixpanelError | None = None
-        except MixpanelError as exc:
-            failure = exc
-        finally:
-            ratelimit.finished(key)
+    # The slot is ours from here: everything up to the answer sits inside the try, so finished() always runs
+    # (a bad base URL override makes build_client raise before any call is sent).
+    try:
+        with requests.Session() as session:
+            client = build_client(project, session=session)
+            try:
+                client.deletion_status(tracking_id=CHECK_TRACKING_ID)
+                failure: MixpanelError | None = None
+            except MixpanelError as exc:
+                failure = exc
+    finally:
+        ratelimit.finished(key)
     if failure is not None and failure.kind in (TRANSIENT, RATE_LIMITED):
         with transaction.atomic():
             audit_record(

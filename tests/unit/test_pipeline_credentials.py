@@ -5,14 +5,16 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from gdpr_requests import pipeline
 from gdpr_requests.mixpanel import ratelimit
 from gdpr_requests.models import ApiCall, AuditEvent, CredentialStatus, MixpanelTask, TaskState
 
-from .pipeline_support import Reply, approve, mixpanel, pipeline_settings  # noqa: F401
+from .pipeline_support import Reply, approve, clock, mixpanel, pipeline_settings  # noqa: F401
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("pipeline_settings")]
 
@@ -86,7 +88,9 @@ def test_a_check_waits_briefly_for_the_rate_limiter_because_a_person_is_waiting(
 ):
     settings.MIXPANEL_MIN_INTERVAL_SECONDS = 0.4
     key = ratelimit.key_for(project_id=project.pk, oauth_token=project.oauth_token)
-    assert ratelimit.acquire(key) == 0.0  # a worker just called
+    # A worker's call was just answered: steps hold their slot until then, and finished() frees it an interval on.
+    assert ratelimit.acquire(key, until_finished=True) == 0.0
+    ratelimit.finished(key)
     started = time.monotonic()
     result = pipeline.project_check_credentials(project=project, actor=staff_actor)
     assert result.ok
@@ -101,3 +105,47 @@ def test_a_check_gives_up_rather_than_wait_long(mixpanel, project, staff_actor, 
     assert not result.ok and "try again" in result.message
     assert time.monotonic() - started < 0.5
     assert mixpanel.calls == []
+
+
+def test_the_slot_stays_taken_while_the_checks_call_is_in_flight(clock, mixpanel, project, staff_actor):
+    key = ratelimit.key_for(project_id=project.pk, oauth_token=project.oauth_token)
+    others: list[float] = []
+    answer = mixpanel._deletion_status
+
+    def slow_status(tracking_id, body, request):
+        # Mixpanel takes 5 s to answer (the interval is 1 s); a worker asks for the project's slot meanwhile.
+        clock.move_to(timezone.now() + timedelta(seconds=5))
+        others.append(ratelimit.acquire(key))
+        return answer(tracking_id, body, request)
+
+    mixpanel._deletion_status = slow_status
+    assert pipeline.project_check_credentials(project=project, actor=staff_actor).ok
+    answered = timezone.now()
+    assert others == [1.0]  # refused: the check's call had not been answered yet
+    clock.move_to(answered + timedelta(seconds=0.9))
+    assert ratelimit.acquire(key) == pytest.approx(0.1)
+    clock.move_to(answered + timedelta(seconds=1))
+    assert ratelimit.acquire(key) == 0.0
+
+
+def test_the_slot_is_released_when_the_check_fails_before_or_during_its_call(clock, mixpanel, project, staff_actor):
+    """A check that raises must not keep the project's slot for the whole hold (ratelimit.hold_seconds())."""
+    key = ratelimit.key_for(project_id=project.pk, oauth_token=project.oauth_token)
+
+    def broken(tracking_id, body, request):
+        raise RuntimeError("the connection broke in an unexpected way")
+
+    mixpanel._deletion_status = broken
+    with pytest.raises(RuntimeError):
+        pipeline.project_check_credentials(project=project, actor=staff_actor)
+    clock.move_to(timezone.now() + timedelta(seconds=1))
+    assert ratelimit.acquire(key) == 0.0
+
+    # No call at all: the client cannot even be built (a malformed base URL override), after the slot was taken.
+    clock.move_to(timezone.now() + timedelta(seconds=1))
+    project.base_url_override = "not a url"
+    with pytest.raises(ValueError, match="base URL override"):
+        pipeline.project_check_credentials(project=project, actor=staff_actor)
+    clock.move_to(timezone.now() + timedelta(seconds=1))
+    assert ratelimit.acquire(key) == 0.0
+    assert len(mixpanel.calls) == 1
