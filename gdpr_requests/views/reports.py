@@ -263,7 +263,21 @@ def evidence_page(request: HttpRequest, reference: str) -> HttpResponse:
     pack, error = _pack(request, reference, "html")
     if pack is None:
         return error  # type: ignore[return-value]
-    return _no_store(render(request, "reports/evidence.html", {"pack": pack}))
+    return _no_store(render(request, "reports/evidence.html", {"pack": pack, "task_events": _task_event_rows(pack)}))
+
+
+def _task_event_rows(pack: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pack's task events as the page lists them, like the PDF: the task in a column of its own, so the
+    details leave ``task_id`` out. Done here, not in the template: a JSON payload's key order is the database's
+    (PostgreSQL's jsonb sorts keys), so the template could not tell which item comes last for its separators."""
+    return [
+        {
+            "event": event,
+            "task_id": event["payload"]["task_id"],
+            "details": {key: value for key, value in event["payload"].items() if key != "task_id"},
+        }
+        for event in pack["task_events"]
+    ]
 
 
 @auditor_required

@@ -9,11 +9,13 @@ nothing that belongs to another request. The scenarios run the real pipeline; on
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 from django.utils import timezone
 
 from gdpr_requests import audit, pdf, states
@@ -145,3 +147,84 @@ def test_the_task_id_lookup_is_a_json_key_match_not_a_text_match(coalesced):
     audit.audit_record(action="test.other", actor=audit.Actor.system(), payload={"task_id": shared.pk * 10 + 1})
     pack = build_evidence_pack(reference=coalesced["first"].reference)
     assert not {"test.lookalike", "test.other"} & {e["action"] for e in pack["task_events"]}
+
+
+# --- the HTML page (/reports/evidence/<reference>/) ----------------------------------------------------
+
+ROW = re.compile(r'<tr><td class="num">(\d+)</td><td>[^<]*</td><td(?: class="num")?>([^<]*)</td>')
+
+
+def _section(html: str, heading: str) -> str:
+    """The page from ``heading`` to the next h2."""
+    start = html.index(heading)
+    end = html.find("<h2", start + len(heading))
+    return html[start : end if end != -1 else len(html)]
+
+
+def _task_rows(html: str) -> list[tuple[int, str]]:
+    """(sequence, task column) of each row in the page's task events table."""
+    return [(int(seq), task) for seq, task in ROW.findall(_section(html, '<h2 id="task-events">'))]
+
+
+def _timeline_rows(html: str) -> set[int]:
+    return {int(seq) for seq in re.findall(r'<tr><td class="num">(\d+)</td>', _section(html, "<h2>Timeline</h2>"))}
+
+
+def test_the_page_shows_the_shared_tasks_events_for_each_request_and_not_the_other_requests_own(
+    client, auditor_user, coalesced
+):
+    first, second, other, shared = (coalesced[k] for k in ("first", "second", "other", "shared"))
+    client.force_login(auditor_user)
+    for request, neighbour in ((first, second), (second, first)):
+        response = client.get(reverse("reports:evidence", args=[request.reference]))
+        assert response.status_code == 200
+        html = response.content.decode()
+        task_events = build_evidence_pack(reference=request.reference)["task_events"]
+        assert task_events
+
+        assert f"Events of its Mixpanel tasks ({len(task_events)})" in html
+        assert f"<dt>Events of its Mixpanel tasks</dt><dd>{len(task_events)}</dd>" in _section(html, "<h2>Chain</h2>")
+        # Every task event, in sequence order, each naming the shared task in its own column.
+        assert _task_rows(html) == [(e["sequence"], str(shared.pk)) for e in task_events]
+        section = _section(html, '<h2 id="task-events">')
+        assert "task.submitted" in section and "task.succeeded" in section
+        assert "task_id:" not in section  # the task is in its column, not repeated in the details
+
+        # The neighbour's own events (and the CCPA request's) are nowhere on the page.
+        shown = _timeline_rows(html) | {seq for seq, _task in _task_rows(html)}
+        foreign = AuditEvent.objects.filter(request_reference__in=[neighbour.reference, other.reference])
+        assert foreign.exists()
+        assert shown.isdisjoint(foreign.values_list("sequence", flat=True))
+        assert neighbour.reference not in html and other.reference not in html
+        own = set(AuditEvent.objects.filter(request_reference=request.reference).values_list("sequence", flat=True))
+        assert _timeline_rows(html) and _timeline_rows(html) <= own
+        assert "style=" not in html and "<script" not in html and "<style" not in html
+
+
+def test_the_page_takes_the_same_number_of_queries_however_many_task_events(client, auditor_user, coalesced):
+    first, second, shared = coalesced["first"], coalesced["second"], coalesced["shared"]
+    client.force_login(auditor_user)
+    url = reverse("reports:evidence", args=[first.reference])
+    assert client.get(url).status_code == 200  # a first visit may fill caches (content types, sessions...)
+
+    def visit() -> tuple[int, str]:
+        with CaptureQueriesContext(connection) as captured:
+            response = client.get(url)
+        assert response.status_code == 200
+        return len(captured), response.content.decode()
+
+    before, html = visit()
+    shown_before = len(_task_rows(html))
+    with transaction.atomic():
+        for polls in range(1, 6):
+            task_audit(shared, "task.status", status="STARTED", polls=polls)
+        task_audit(shared, "task.status", status="<b>STARTED</b>", polls=6)  # whatever Mixpanel says is escaped
+        requests = list(DataSubjectRequest.objects.filter(pk__in=[first.pk, second.pk]))
+        child = child_task(shared, ["first-id", "second-id"], requests, timezone.now())
+        task_audit(child, "task.submitted", id_count=2, request_count=2)
+    after, html = visit()
+    rows = _task_rows(html)
+    assert len(rows) == shown_before + 7
+    assert rows[-1][1] == str(child.pk) and {task for _seq, task in rows} == {str(shared.pk), str(child.pk)}
+    assert "&lt;b&gt;STARTED&lt;/b&gt;" in html and "<b>STARTED" not in html
+    assert after == before
