@@ -9,7 +9,6 @@ deadlock fails the test instead of hanging it.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,19 +17,13 @@ import pytest
 
 from gdpr_requests.group_commit import GroupCommitter
 
+from .wait_support import wait_until
+
 JOIN_SECONDS = 5.0
 
 
 class BadItem(Exception):
     """What the test's ``process`` raises for the item called "bad"."""
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = JOIN_SECONDS) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting until {what}")
-        time.sleep(0.002)
 
 
 @dataclass

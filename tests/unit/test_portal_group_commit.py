@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +24,8 @@ from gdpr_requests.audit import _CHAIN_LOCK_ID, verify_database
 from gdpr_requests.crypto import email_hash
 from gdpr_requests.group_commit import GroupCommitter
 from gdpr_requests.models import AuditEvent, DataSubjectRequest, SubjectNotification
+
+from .wait_support import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -44,14 +45,6 @@ BURST = [
 ]
 SAME_PAIR = (0, 1)
 RESENT = 3
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting until {what}")
-        time.sleep(0.01)
 
 
 @dataclass
@@ -182,11 +175,11 @@ def burst(require_postgres, make_request, project, broker, monkeypatch) -> Burst
     try:
         holder.take()
         submitters.start(0, first, "access", "gdpr", "first@example.org")
-        wait_until(lambda: holder.waiters() == 1, "the first submission waits for the chain lock")
+        wait_until(lambda: holder.waiters() == 1, "the first submission waits for the chain lock", timeout=WAIT_SECONDS)
         assert intake._leading and not intake._waiting and batch_sizes == [1]
         for index, (kind, regulation, email) in enumerate(BURST):
             submitters.start(index, outcomes, kind, regulation, email)
-        wait_until(lambda: len(intake._waiting) == len(BURST), "the whole burst is queued")
+        wait_until(lambda: len(intake._waiting) == len(BURST), "the whole burst is queued", timeout=WAIT_SECONDS)
         assert holder.waiters() == 1  # nobody else reached the chain: they wait for the leader
     finally:
         holder.close()
