@@ -61,15 +61,30 @@ class Command(BaseCommand):
         if not DataSubjectRequest.objects.exists():
             actor = Actor.system("demo_setup")
             services.request_create(
-                kind="access", regulation="gdpr", email="ada@example.org", name="Ada Example",
-                distinct_ids=["demo-user-1"], channel=Channel.STAFF, actor=actor,
+                kind="access",
+                regulation="gdpr",
+                email="ada@example.org",
+                name="Ada Example",
+                distinct_ids=["demo-user-1"],
+                channel=Channel.STAFF,
+                actor=actor,
                 verified_by_staff="demo data: identity assumed",
             )
             services.request_create(
-                kind="deletion", regulation="ccpa", email="grace@example.org", name="Grace Example",
-                distinct_ids=["demo-user-2", "demo-device-9"], channel=Channel.STAFF, actor=actor,
+                kind="deletion",
+                regulation="ccpa",
+                email="grace@example.org",
+                name="Grace Example",
+                distinct_ids=["demo-user-2", "demo-device-9"],
+                channel=Channel.STAFF,
+                actor=actor,
                 verified_by_staff="demo data: identity assumed",
             )
-            services.request_create(kind="deletion", regulation="gdpr", email="alan@example.org", actor=actor,
-                                    received_at=timezone.now() - timedelta(days=20))
+            services.request_create(
+                kind="deletion",
+                regulation="gdpr",
+                email="alan@example.org",
+                actor=actor,
+                received_at=timezone.now() - timedelta(days=20),
+            )
         self.stdout.write(f"Open {settings.SITE_URL}/admin/ (portal at {settings.SITE_URL}/).")
