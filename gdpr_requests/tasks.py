@@ -2,6 +2,10 @@
 
 The work itself lives in the modules named in each task; the tasks are idempotent, acknowledged late, and
 time-limited (the defaults are in settings: CELERY_TASK_*).
+
+All of them share the one default queue, with a priority each (settings: CELERY_TASK_ROUTES, which says why):
+the dispatch sweep and Mixpanel steps first, planning last, so a bulk approval's planning messages cannot
+hold back the Mixpanel calls of work already planned. A task added here gets the middle priority.
 """
 
 from __future__ import annotations

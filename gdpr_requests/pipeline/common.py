@@ -226,6 +226,11 @@ def enqueue_step(task_id: int, countdown: float = 0.0) -> None:
 
 
 def enqueue_plan(request_id: int) -> None:
+    """Send plan_request for one approved request. Call it from on_commit only.
+
+    One message per approval: a bulk approval queues thousands. They go at the lowest priority
+    (settings.CELERY_TASK_ROUTES), so on Redis the dispatch sweep and the steps overtake them.
+    """
     from .. import tasks
 
     try:

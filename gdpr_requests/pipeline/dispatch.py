@@ -6,7 +6,11 @@ finds the row again. Projects whose credential is failing are skipped (their tas
 
 Per project it claims only as many tasks as the rate limiter can serve until the next sweep, staggered by the
 limiter's interval (Celery countdown), so workers do not queue up behind one project's slot while its other
-due tasks would be better left for the next sweep.
+due tasks would be better left for the next sweep. A deletion batch that approved requests still waiting to be
+planned would join is left open (planning.batches_awaiting_planning).
+
+The sweep and the steps it sends outrank planning in the queue (settings.CELERY_TASK_ROUTES), so a bulk
+approval's planning messages do not hold back the Mixpanel calls of work already planned.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from django.utils import timezone
 
 from ..models import CredentialStatus, MixpanelTask
 from .common import dispatch_lease_seconds, due_filter, enqueue_step
+from .planning import batches_awaiting_planning
 
 # However fast the limiter, one sweep never hands out more than this per project.
 MAX_PER_PROJECT = 100
@@ -44,8 +49,10 @@ def dispatch_due() -> int:
     claimed: list[tuple[int, float]] = []
     with transaction.atomic():
         for project_id in project_ids:
+            held = batches_awaiting_planning(project_id=project_id, now=now)
             candidates = list(
                 due.filter(project_id=project_id)
+                .exclude(pk__in=held)
                 .order_by("next_attempt_at", "pk")
                 .values_list("pk", flat=True)[:budget]
             )

@@ -4,8 +4,9 @@ Deletions for the same project and compliance type are coalesced: a request's id
 (PENDING_SUBMIT, never attempted) that has room, up to the project's ``deletion_batch_size``; only then is a new
 task made. A request's ids may spread over two tasks when the first fills up, so N ids need exactly
 ceil(N / batch size) creates. A task that is not yet full waits GDPR_DELETION_COALESCE_SECONDS for more
-approvals before it is submitted; a full one is due at once. A retrieval serves one request in one project
-(its file is that person's data). A request spanning several projects gets tasks in each.
+approvals before it is submitted; a full one is due at once, and one that approved requests still waiting to
+be planned would join is held back (``batches_awaiting_planning``). A retrieval serves one request in one
+project (its file is that person's data). A request spanning several projects gets tasks in each.
 
 Planning also serves a retried request: ids already covered by a live or succeeded task are not planned
 again, and the failed tasks it counted on are retired (SUPERSEDED) so new ones replace them.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -33,7 +35,17 @@ from ..models import (
     TaskRequestLink,
     TaskState,
 )
-from .common import COVERING, FAILING, SYSTEM, after, compliance_type_of, enqueue_plan, logger, settle_requests
+from .common import (
+    COVERING,
+    FAILING,
+    SYSTEM,
+    after,
+    compliance_type_of,
+    due_filter,
+    enqueue_plan,
+    logger,
+    settle_requests,
+)
 
 # Requests planned per transaction, and how long one sweep may run (under the Celery soft time limit).
 PLAN_CHUNK = 200
@@ -59,6 +71,48 @@ def plan_approved() -> int:
         seen.update(ids)
         planned += _plan_chunk(ids)
     return planned
+
+
+def batches_awaiting_planning(*, project_id: int, now: datetime) -> set[int]:
+    """The project's due deletion batches that the dispatch sweep should leave open a while longer: not full,
+    and approved requests of the same compliance type that would join them are still waiting to be planned.
+
+    Why: a batch that is not full becomes due once approvals stop reaching it for GDPR_DELETION_COALESCE_SECONDS
+    (``_Planner._flush``). Planning messages go at the lowest priority (settings.CELERY_TASK_ROUTES), so while a
+    bulk approval is being planned, planning pauses whenever workers have more urgent work: settling a finished
+    batch's thousand requests takes every worker for seconds. The quiet window then passes while the requests
+    that belong in the batch still wait in the queue, and the batch would be submitted part full (an extra create
+    and poll, and its requests' ids split over more Mixpanel tasks). The hold ends when nothing of its kind is
+    left to plan, or at the window rule's own bound, COALESCE_MAX_WINDOWS windows after the batch was opened.
+    """
+    window = float(settings.GDPR_DELETION_COALESCE_SECONDS)
+    partial = [
+        (pk, compliance_type)
+        for pk, compliance_type, ids, batch_size in MixpanelTask.objects.filter(
+            due_filter(now),
+            project_id=project_id,
+            kind=TaskKind.DELETION,
+            state=TaskState.PENDING_SUBMIT,
+            attempts=0,
+            tracking_id="",
+            parent__isnull=True,
+            cancel_requested=False,
+            created_at__gt=now - timedelta(seconds=window * COALESCE_MAX_WINDOWS),
+        ).values_list("pk", "compliance_type", "distinct_ids", "project__deletion_batch_size")
+        if len(ids or []) < max(1, batch_size)
+    ]
+    if not partial:
+        return set()
+    waiting = {
+        regulation.upper()  # as compliance_type_of
+        for regulation in DataSubjectRequest.objects.filter(
+            status=states.APPROVED, kind=RequestKind.DELETION, projects__pk=project_id
+        )
+        .order_by()
+        .values_list("regulation", flat=True)
+        .distinct()
+    }
+    return {pk for pk, compliance_type in partial if compliance_type in waiting}
 
 
 def request_plan(*, request_id: int) -> int:

@@ -118,3 +118,57 @@ def test_the_celery_tasks_are_thin_wrappers_that_take_ids(make_request, staff_ac
     assert task.state == TaskState.SUBMITTED
     tasks.dispatch_due_tasks.delay()
     tasks.plan_approved_requests.delay()
+
+
+# --- a part-full deletion batch and a planning backlog --------------------------------------------------------
+# Planning goes at the lowest message priority, so during a bulk approval it pauses while workers settle a
+# finished batch; a part-full batch whose quiet window passed meanwhile waits for the requests still to plan.
+
+
+def open_batch_with_one_planned_deletion(make_request, staff_actor, project) -> MixpanelTask:
+    project.deletion_batch_size = 10
+    project.save()
+    first = approve(make_request, staff_actor, distinct_ids=["a"])
+    pipeline.request_plan(request_id=first.pk)
+    return MixpanelTask.objects.get()
+
+
+def test_a_part_full_batch_is_held_while_deletions_that_would_join_it_wait_to_be_planned(
+    make_request, staff_actor, project, clock
+):
+    batch = open_batch_with_one_planned_deletion(make_request, staff_actor, project)
+    waiting = approve(make_request, staff_actor, distinct_ids=["b"])  # its plan_request is still queued
+    clock.move_to(START + timedelta(seconds=31))  # the batch's quiet window has passed
+    assert pipeline.dispatch_due() == 0
+    pipeline.request_plan(request_id=waiting.pk)
+    batch.refresh_from_db()
+    assert batch.distinct_ids == ["a", "b"]
+    clock.move_to(batch.next_attempt_at)
+    assert pipeline.dispatch_due() == 1
+
+
+def test_the_hold_ends_where_the_coalescing_window_rule_ends(make_request, staff_actor, project, clock):
+    open_batch_with_one_planned_deletion(make_request, staff_actor, project)
+    approve(make_request, staff_actor, distinct_ids=["b"])  # planning is stuck: the batch must not wait forever
+    clock.move_to(START + timedelta(seconds=20 * 30 - 1))
+    assert pipeline.dispatch_due() == 0
+    clock.move_to(START + timedelta(seconds=20 * 30))
+    assert pipeline.dispatch_due() == 1
+
+
+def test_requests_that_would_not_join_the_batch_do_not_hold_it(make_request, staff_actor, project, clock):
+    open_batch_with_one_planned_deletion(make_request, staff_actor, project)
+    approve(make_request, staff_actor, distinct_ids=["c"], regulation="ccpa")  # another compliance type
+    approve(make_request, staff_actor, kind="access", distinct_ids=["d"])  # a retrieval
+    clock.move_to(START + timedelta(seconds=31))
+    assert pipeline.dispatch_due() == 1
+
+
+def test_a_full_batch_is_never_held(make_request, staff_actor, project, clock):
+    project.deletion_batch_size = 1
+    project.save()
+    first = approve(make_request, staff_actor, distinct_ids=["a"])
+    pipeline.request_plan(request_id=first.pk)
+    approve(make_request, staff_actor, distinct_ids=["b"])
+    assert pipeline.dispatch_due() == 1
+    assert MixpanelTask.objects.get().distinct_ids == ["a"]
