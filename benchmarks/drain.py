@@ -9,7 +9,9 @@ It starts real processes on loopback: the Mixpanel target (the app's own sandbox
 MIXPANEL_SANDBOX_STEP_SECONDS tiny; or ``--target fake``, the integration tests' recording fake), N
 ``celery worker`` processes and a ``celery beat``, all on Redis; approves everything first, then starts the
 workers and waits until no request is left open. Calls are counted from the ApiCall rows the pipeline writes
-(one per HTTP call) and, for the fake, from the server's own log as well.
+(one per HTTP call) and, for the fake, from the server's own log as well. When the first create started
+(``first_create_s``) and when the last request was planned (``last_planned_s``, its last TaskRequestLink row)
+count from the workers' start, as the wall time does: they show whether Mixpanel calls wait for planning.
 
 The floor is the fewest calls the contract allows: one create per batch (ceil(ids / batch size)) or per
 retrieval, one status poll per task, and for retrievals one download each. The targets: calls <= 1.25 x
@@ -348,8 +350,13 @@ def figures(
     counts: dict,
     fake=None,
     approve_seconds: float,
+    origin: float,
 ) -> dict:
-    from gdpr_requests.models import ApiCall, MixpanelTask, TaskState
+    """The scenario's figures from the rows the pipeline wrote. Times (``*_s``) count from ``origin``, the
+    moment the workers were ready, as ``wall_seconds`` does."""
+    from django.db.models import Max
+
+    from gdpr_requests.models import ApiCall, MixpanelTask, TaskRequestLink, TaskState
 
     calls = list(
         ApiCall.objects.filter(project=project).values_list("operation", "http_status", "created_at", "duration_ms")
@@ -367,6 +374,9 @@ def figures(
         floor_creates = requests
         floor = 3 * requests  # one create, one poll and one download per retrieval
     total = len(calls)
+    create_starts = [start for (op, *_), start in zip(calls, starts, strict=True) if op in CREATES]
+    # A request is planned when it is linked to its task (TaskRequestLink rows are written by planning only).
+    last_planned = TaskRequestLink.objects.filter(task__project=project).aggregate(at=Max("created_at"))["at"]
     result = {
         "scenario": kind,
         "requests": requests,
@@ -389,6 +399,8 @@ def figures(
         "ratio_to_floor": round(total / floor, 3) if floor else None,
         "max_calls_in_any_1s_window": max_in_window(starts),
         "min_gap_between_calls_s": round(min(gaps), 3) if gaps else None,
+        "first_create_s": round(min(create_starts) - origin, 1) if create_starts else None,
+        "last_planned_s": round(last_planned.timestamp() - origin, 1) if last_planned else None,
         "wall_seconds": round(wall, 1),
         "approve_seconds": round(approve_seconds, 1),
     }
@@ -429,6 +441,7 @@ def run_scenario(args: argparse.Namespace, kind: str, env: dict[str, str], workd
         approve_seconds = approve_requests(project=project, kind=kind, count=count, ids_per_request=ids_each)
         print(f"{kind}: starting {args.workers} workers and beat ...", file=sys.stderr, flush=True)
         start_pipeline(processes, args.workers, workdir)
+        origin = time.time()
         wall, counts = wait_until_drained(processes, args.timeout, count)
         return figures(
             project=project,
@@ -440,6 +453,7 @@ def run_scenario(args: argparse.Namespace, kind: str, env: dict[str, str], workd
             counts=counts,
             fake=fake,
             approve_seconds=approve_seconds,
+            origin=origin,
         )
     finally:
         processes.stop_all()
@@ -477,6 +491,8 @@ def print_figures(result: dict) -> None:
         "server_seen_calls",
         "server_max_calls_in_any_1s_window",
         "server_min_gap_s",
+        "first_create_s",
+        "last_planned_s",
         "wall_seconds",
         "approve_seconds",
     ):
