@@ -9,7 +9,10 @@ from gdpr_requests import services, states
 from gdpr_requests.audit import Actor
 from gdpr_requests.models import AuditEvent, DataSubjectRequest
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
+# serialized_rollback like the other integration files: its flush then leaves the migrated rows (content types,
+# groups) to be restored for the next test, instead of re-creating them with new keys that the next
+# serialized_rollback test collides with when this directory runs on its own.
+pytestmark = [pytest.mark.django_db(transaction=True, serialized_rollback=True), pytest.mark.postgres]
 
 
 def test_two_concurrent_transitions_of_one_request_exactly_one_wins(require_postgres, make_request):
