@@ -44,10 +44,10 @@ logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "json": {"()": "gdpr_requests.logging.JsonFormatter"},
-        "text": {"()": "gdpr_requests.logging.TextFormatter"},
+        "json": {"()": "gdpr_requests.ops.logging.JsonFormatter"},
+        "text": {"()": "gdpr_requests.ops.logging.TextFormatter"},
     },
-    "filters": {"redact": {"()": "gdpr_requests.logging.RedactFilter"}},
+    "filters": {"redact": {"()": "gdpr_requests.ops.logging.RedactFilter"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",

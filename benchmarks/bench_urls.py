@@ -16,7 +16,7 @@ from django.urls import include, path
 from django.views.decorators.http import require_POST
 
 from gdpr_requests.crypto import email_hash
-from gdpr_requests.forms import DataRequestForm
+from gdpr_requests.portal.forms import DataRequestForm
 
 
 def bare(request: HttpRequest) -> HttpResponse:

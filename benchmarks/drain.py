@@ -218,8 +218,8 @@ def setup_django(env: dict[str, str]) -> None:
 
 
 def make_project(base_url: str, batch_size: int, name: str):
-    from gdpr_requests.audit import Actor
-    from gdpr_requests.projects import project_create
+    from gdpr_requests.audit.chain import Actor
+    from gdpr_requests.projects.services import project_create
 
     return project_create(
         name=name,
@@ -238,8 +238,8 @@ def approve_requests(*, project, kind: str, count: int, ids_per_request: int, re
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
 
-    from gdpr_requests import services
-    from gdpr_requests.audit import Actor
+    from gdpr_requests.audit.chain import Actor
+    from gdpr_requests.requests import services
 
     user, _ = get_user_model().objects.get_or_create(
         username="bench-staff", defaults={"email": "bench-staff@example.com", "is_staff": True}
@@ -307,8 +307,8 @@ def start_pipeline(processes: Processes, workers: int, workdir: Path) -> None:
 def wait_until_drained(processes: Processes, timeout: float, total: int) -> tuple[float, dict[str, int]]:
     from django.db.models import Count
 
-    from gdpr_requests import states
     from gdpr_requests.models import DataSubjectRequest
+    from gdpr_requests.requests import states
 
     started = time.monotonic()
     last_report = 0.0

@@ -101,8 +101,8 @@ def _load(count: int, *, reload: bool) -> None:
     from django.conf import settings
     from django.db import connection, transaction
 
-    from gdpr_requests import audit_triggers
-    from gdpr_requests.audit import GENESIS_HASH
+    from gdpr_requests.audit import triggers as audit_triggers
+    from gdpr_requests.audit.chain import GENESIS_HASH
     from gdpr_requests.models import AuditEvent
 
     first = AuditEvent.objects.filter(sequence=1).values_list("action", flat=True).first()
@@ -169,7 +169,7 @@ def _export_through_view(query: dict) -> tuple[int, int]:
 def _copy_out() -> int:
     from django.db import connection
 
-    from gdpr_requests import audit_triggers
+    from gdpr_requests.audit import triggers as audit_triggers
 
     size = 0
     sql = f"COPY (SELECT {', '.join(COLUMNS)} FROM {audit_triggers.TABLE} ORDER BY sequence) TO STDOUT WITH CSV"
@@ -184,7 +184,7 @@ def _plain_hmac_loop() -> int:
     from django.conf import settings
     from django.db import connection, transaction
 
-    from gdpr_requests import audit_triggers
+    from gdpr_requests.audit import triggers as audit_triggers
 
     key = settings.AUDIT_CHAIN_KEY.encode()
     names = COLUMNS[1:8]
@@ -287,7 +287,7 @@ def main() -> None:
 
     if args.skip_verify:
         return
-    from gdpr_requests import audit
+    from gdpr_requests.audit import chain as audit
 
     started = time.perf_counter()
     result = audit.verify_database()

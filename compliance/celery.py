@@ -1,4 +1,5 @@
-"""The Celery app. Tasks live in gdpr_requests/tasks.py; they take ids only and call one service each."""
+"""The Celery app. Tasks live in each feature package's tasks module (gdpr_requests/apps.py lists them); they take
+ids only and call one service each."""
 
 from __future__ import annotations
 

@@ -79,7 +79,7 @@ PRIVACY_CONTACT_EMAIL = env.str("PRIVACY_CONTACT_EMAIL", default="privacy@exampl
 
 INSTALLED_APPS = [
     # The stock admin with our site class (the staff overview on the index): gdpr_requests/admin_config.py.
-    "gdpr_requests.admin_config.PrivacyAdminConfig",
+    "gdpr_requests.staff.apps.PrivacyAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -91,7 +91,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # Health, readiness and token-guarded metrics, answered before host validation (probes come by IP).
-    "gdpr_requests.views.ops.ProbeMiddleware",
+    "gdpr_requests.ops.middleware.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -100,7 +100,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "gdpr_requests.middleware.SecurityHeadersMiddleware",
+    "gdpr_requests.ops.middleware.SecurityHeadersMiddleware",
 ]
 
 ROOT_URLCONF = "compliance.urls"
@@ -116,7 +116,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "gdpr_requests.context_processors.site",
+                "gdpr_requests.ops.context_processors.site",
             ],
         },
     },
@@ -190,7 +190,7 @@ X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 # A friendly page (not Django's debug text) when a form's CSRF check fails, e.g. after cookies were cleared.
-CSRF_FAILURE_VIEW = "gdpr_requests.views.portal.csrf_failure"
+CSRF_FAILURE_VIEW = "gdpr_requests.portal.views.csrf_failure"
 if PRODUCTION:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
@@ -279,6 +279,11 @@ MIXPANEL_BACKOFF_BASE_SECONDS = env.float("MIXPANEL_BACKOFF_BASE_SECONDS", defau
 MIXPANEL_BACKOFF_MAX_SECONDS = env.float("MIXPANEL_BACKOFF_MAX_SECONDS", default=6 * 3600.0)
 MIXPANEL_EXPORT_MAX_BYTES = env.int("MIXPANEL_EXPORT_MAX_BYTES", default=500 * 1024 * 1024)
 MIXPANEL_SANDBOX_ENABLED = env.bool("MIXPANEL_SANDBOX_ENABLED", default=not PRODUCTION)
+if MIXPANEL_SANDBOX_ENABLED:
+    # A simulator that answers as Mixpanel would has no place where real requests are carried out.
+    if PRODUCTION:
+        raise ImproperlyConfigured("MIXPANEL_SANDBOX_ENABLED must be off when DJANGO_ENV=production.")
+    INSTALLED_APPS.append("mixpanel_sandbox")
 MIXPANEL_SANDBOX_STEP_SECONDS = env.float("MIXPANEL_SANDBOX_STEP_SECONDS", default=3.0)
 MIXPANEL_SANDBOX_RATE_LIMIT = env.bool("MIXPANEL_SANDBOX_RATE_LIMIT", default=True)
 MIXPANEL_SANDBOX_FAULT_429 = env.float("MIXPANEL_SANDBOX_FAULT_429", default=0.0)
@@ -404,11 +409,11 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "text": {"()": "gdpr_requests.logging.TextFormatter"},
-        "json": {"()": "gdpr_requests.logging.JsonFormatter"},
+        "text": {"()": "gdpr_requests.ops.logging.TextFormatter"},
+        "json": {"()": "gdpr_requests.ops.logging.JsonFormatter"},
     },
     # A safety net: email addresses and bearer tokens are redacted from every record this handler writes.
-    "filters": {"redact": {"()": "gdpr_requests.logging.RedactFilter"}},
+    "filters": {"redact": {"()": "gdpr_requests.ops.logging.RedactFilter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["redact"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {

@@ -12,4 +12,4 @@ urlpatterns = [
 ]
 
 if settings.MIXPANEL_SANDBOX_ENABLED:
-    urlpatterns.append(path("sandbox/mixpanel/", include("gdpr_requests.mixpanel.sandbox_urls")))
+    urlpatterns.append(path("sandbox/mixpanel/", include("mixpanel_sandbox.urls")))

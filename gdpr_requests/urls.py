@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import include, path
 
 urlpatterns = [
-    path("", include("gdpr_requests.ops_urls")),
-    path("reports/", include("gdpr_requests.reports_urls")),
-    path("", include("gdpr_requests.portal_urls")),
+    path("", include("gdpr_requests.ops.urls")),
+    path("reports/", include("gdpr_requests.reports.urls")),
+    path("", include("gdpr_requests.portal.urls")),
 ]

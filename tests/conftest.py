@@ -65,7 +65,7 @@ def _isolated_environment(settings, tmp_path):
 
 @pytest.fixture
 def system_actor():
-    from gdpr_requests.audit import Actor
+    from gdpr_requests.audit.chain import Actor
 
     return Actor.system()
 
@@ -113,7 +113,7 @@ def auditor_user(db, django_user_model):
 
 @pytest.fixture
 def staff_actor(staff_user):
-    from gdpr_requests.audit import Actor
+    from gdpr_requests.audit.chain import Actor
 
     return Actor.staff(staff_user)
 
@@ -135,7 +135,7 @@ def project(db):
 @pytest.fixture
 def make_request(db, system_actor):
     """Build a request through the intake service (the only way rows are made)."""
-    from gdpr_requests import services
+    from gdpr_requests.requests import services
 
     def make(**overrides):
         values = {

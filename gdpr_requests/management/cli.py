@@ -15,7 +15,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError, OutputWrapper
 
-from gdpr_requests.audit import Actor
+from gdpr_requests.audit.chain import Actor
 from gdpr_requests.models import DataSubjectRequest, MixpanelProject
 
 

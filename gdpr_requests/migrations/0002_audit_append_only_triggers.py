@@ -2,13 +2,13 @@ from django.db import migrations
 
 
 def install(apps, schema_editor):
-    from gdpr_requests import audit_triggers
+    from gdpr_requests.audit import triggers as audit_triggers
 
     audit_triggers.install(schema_editor.connection)
 
 
 def drop(apps, schema_editor):
-    from gdpr_requests import audit_triggers
+    from gdpr_requests.audit import triggers as audit_triggers
 
     audit_triggers.drop(schema_editor.connection)
 

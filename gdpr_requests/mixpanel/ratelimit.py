@@ -144,7 +144,7 @@ def finished(key: str) -> None:
             mine = held if isinstance(held, str) else ""
             _redis().eval(_FINISH_SCRIPT, 1, REDIS_PREFIX + key, _ms(interval), mine)
         else:
-            from ..models import RateLimitSlot
+            from gdpr_requests.models import RateLimitSlot
 
             free_at = timezone.now() + timedelta(seconds=interval)
             slots = RateLimitSlot.objects.filter(key=key)
@@ -167,7 +167,7 @@ def wait_count() -> int:
         except Exception as exc:  # any redis error: the metric is simply unavailable
             raise RateLimiterUnavailable("the rate limiter's Redis did not answer") from exc
         return int(value or 0)
-    from ..models import RateLimitSlot
+    from gdpr_requests.models import RateLimitSlot
 
     return int(RateLimitSlot.objects.aggregate(total=Sum("waits"))["total"] or 0)
 
@@ -176,7 +176,7 @@ def wait_count() -> int:
 
 
 def _acquire_db(key: str, interval: float, taken_for: float, *, held: bool) -> float:
-    from ..models import RateLimitSlot
+    from gdpr_requests.models import RateLimitSlot
 
     # Savepoints, so that a caller inside a transaction keeps it usable after an IntegrityError; a caller that
     # is not in one (the pipeline) commits at once and holds no row lock over its HTTP call.

@@ -7,33 +7,20 @@
 - credentials.py: a refused credential pauses the project and alerts staff; checks and resumption;
 - cancel.py: withdrawal rules and cancelling a withdrawn request's tasks.
 
-Importing this package registers its hooks with services (apps.py imports it at start-up): approval and
-retry plan the request, withdrawal cancels its tasks, and a withdrawal Mixpanel can no longer honour is refused.
+Its hooks into the request services (hooks.py) are connected in apps.py: approval and retry plan the request,
+withdrawal cancels its tasks, and a withdrawal Mixpanel can no longer honour is refused.
 """
 
 from __future__ import annotations
 
-from .. import services, states
-from .cancel import cancel_guard, request_cancel_tasks, request_withdrawal_blocker
-from .common import (
-    DELETION_CAVEAT,
-    api_call_record,
-    backoff_seconds,
-    enqueue_plan,
-    logger,
-    poll_delay,
-    settle_requests,
-)
-from .credentials import (
-    CheckResult,
-    credential_failed,
-    project_check_credentials,
-    project_resume,
-)
-from .dispatch import dispatch_due
-from .planning import plan_approved, request_plan, request_retry_tasks
-from .settling import requests_settle, settle_finished
-from .steps import task_step
+from gdpr_requests.pipeline.calls import api_call_record
+from gdpr_requests.pipeline.cancel import request_cancel_tasks, request_withdrawal_blocker
+from gdpr_requests.pipeline.credentials import CheckResult, credential_failed, project_check_credentials, project_resume
+from gdpr_requests.pipeline.dispatch import dispatch_due
+from gdpr_requests.pipeline.planning import plan_approved, request_plan, request_retry_tasks
+from gdpr_requests.pipeline.settling import DELETION_CAVEAT, settle_chunk, settle_finished, settle_now
+from gdpr_requests.pipeline.steps import task_step
+from gdpr_requests.pipeline.timing import backoff_seconds, poll_delay
 
 __all__ = [
     "DELETION_CAVEAT",
@@ -50,29 +37,8 @@ __all__ = [
     "request_plan",
     "request_retry_tasks",
     "request_withdrawal_blocker",
-    "requests_settle",
+    "settle_chunk",
     "settle_finished",
-    "settle_requests",
+    "settle_now",
     "task_step",
 ]
-
-
-def on_transition(request_id: int, action: str, new_status: str) -> None:
-    """services' after-commit hook. Never raises: the transition is committed, and the sweeps catch up."""
-    try:
-        if new_status == states.APPROVED and action in ("approve", "retry", "resume"):
-            enqueue_plan(request_id)
-        elif action == "cancel":
-            request_cancel_tasks(request_id=request_id)
-        elif action == "resume" and new_status == states.PROCESSING:
-            # Tasks may have finished while the request was on hold.
-            from django.db import transaction
-
-            with transaction.atomic():
-                settle_requests([request_id])
-    except Exception:
-        logger.exception("pipeline hook failed after %s of request %s", action, request_id)
-
-
-services.register_transition_hook(on_transition)
-services.register_cancel_guard(cancel_guard)

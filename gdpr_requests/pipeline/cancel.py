@@ -14,19 +14,18 @@ from functools import partial
 from django.db import transaction
 from django.utils import timezone
 
-from .. import services
-from ..mixpanel.client import OK, TRANSIENT
-from ..models import DataSubjectRequest, MixpanelTask, RequestKind, TaskKind, TaskRequestLink, TaskState
-from .common import (
+from gdpr_requests.mixpanel.client import OK, TRANSIENT
+from gdpr_requests.models import DataSubjectRequest, MixpanelTask, RequestKind, TaskKind, TaskRequestLink, TaskState
+from gdpr_requests.pipeline.enqueue import enqueue_step
+from gdpr_requests.pipeline.queries import live_requests
+from gdpr_requests.pipeline.task_states import (
     CANCEL_REFUSED,
     CANCELLABLE_REMOTE,
     COVERING,
     DISPATCHABLE,
     LINKED_BY_CONFLICT,
-    enqueue_step,
-    live_requests,
-    task_audit,
 )
+from gdpr_requests.pipeline.task_updates import task_audit
 
 
 def may_have_been_created(task: MixpanelTask) -> bool:
@@ -63,13 +62,6 @@ def request_withdrawal_blocker(request: DataSubjectRequest) -> str:
                 "try again in a few minutes."
             )
     return ""
-
-
-def cancel_guard(request: DataSubjectRequest) -> None:
-    """services' cancel guard: refuse the withdrawal with the blocker's reason."""
-    reason = request_withdrawal_blocker(request)
-    if reason:
-        raise services.ServiceError(reason)
 
 
 def request_cancel_tasks(*, request_id: int) -> int:

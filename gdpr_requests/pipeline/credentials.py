@@ -16,12 +16,15 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
-from .. import selectors
-from ..audit import Actor, audit_record
-from ..mixpanel import ratelimit
-from ..mixpanel.client import CREDENTIAL, RATE_LIMITED, TRANSIENT, MixpanelError
-from ..models import CredentialStatus, MixpanelProject, MixpanelTask, TaskState
-from .common import DISPATCHABLE, SYSTEM, build_client, logger
+from gdpr_requests.audit.chain import Actor, audit_record
+from gdpr_requests.mixpanel import ratelimit
+from gdpr_requests.mixpanel.client import CREDENTIAL, RATE_LIMITED, TRANSIENT, MixpanelError
+from gdpr_requests.models import CredentialStatus, MixpanelProject, MixpanelTask, TaskState
+from gdpr_requests.pipeline.calls import build_client
+from gdpr_requests.pipeline.task_states import DISPATCHABLE
+from gdpr_requests.pipeline.task_updates import SYSTEM
+from gdpr_requests.pipeline.timing import logger
+from gdpr_requests.requests import selectors
 
 # A status lookup of this tracking id is harmless: no task can have it, so Mixpanel answers 404/NOT_FOUND when
 # the credential works and 401/403 when it does not.

@@ -23,9 +23,11 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from ..models import CredentialStatus, MixpanelTask
-from .common import dispatch_lease_seconds, due_filter, enqueue_step
-from .planning import batches_awaiting_planning
+from gdpr_requests.models import CredentialStatus, MixpanelTask
+from gdpr_requests.pipeline.enqueue import enqueue_step
+from gdpr_requests.pipeline.planning import batches_awaiting_planning
+from gdpr_requests.pipeline.queries import due_filter
+from gdpr_requests.pipeline.timing import dispatch_lease_seconds
 
 # However fast the limiter, one sweep never hands out more than this per project.
 MAX_PER_PROJECT = 100

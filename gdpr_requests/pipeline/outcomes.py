@@ -9,10 +9,12 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from ..mixpanel.client import MixpanelError
-from ..models import MixpanelTask, TaskRequestLink, TaskState
-from .common import after, backoff_seconds, finish_step, live_ids, live_requests, settle_requests, task_audit
-from .settling import settle_inline_or_chunked
+from gdpr_requests.mixpanel.client import MixpanelError
+from gdpr_requests.models import MixpanelTask, TaskRequestLink, TaskState
+from gdpr_requests.pipeline.queries import live_ids, live_requests
+from gdpr_requests.pipeline.settling import settle_inline_or_chunked, settle_now
+from gdpr_requests.pipeline.task_updates import finish_step, task_audit
+from gdpr_requests.pipeline.timing import after, backoff_seconds
 
 
 def begin_attempt(task: MixpanelTask) -> MixpanelTask | None:
@@ -88,5 +90,5 @@ def split_batch(task: MixpanelTask, *, why: str) -> str:
             task, next_at=None, fields=["state", "finished_at", "last_error", "status_history", "remote_status"]
         )
         task_audit(task, "task.split", why=why[:200], id_count=len(ids), child_task_ids=[c.pk for c in children])
-        settle_requests(r.pk for r in requests_live)
+        settle_now(r.pk for r in requests_live)
     return "split"

@@ -23,9 +23,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from .. import services, states
-from ..audit import Actor, audit_record
-from ..models import (
+from gdpr_requests.audit.chain import Actor, audit_record
+from gdpr_requests.models import (
     DataSubjectRequest,
     DisclosureType,
     MixpanelProject,
@@ -35,17 +34,13 @@ from ..models import (
     TaskRequestLink,
     TaskState,
 )
-from .common import (
-    COVERING,
-    FAILING,
-    SYSTEM,
-    after,
-    compliance_type_of,
-    due_filter,
-    enqueue_plan,
-    logger,
-    settle_requests,
-)
+from gdpr_requests.pipeline.enqueue import enqueue_plan
+from gdpr_requests.pipeline.queries import compliance_type_of, due_filter
+from gdpr_requests.pipeline.settling import settle_now
+from gdpr_requests.pipeline.task_states import COVERING, FAILING
+from gdpr_requests.pipeline.task_updates import SYSTEM
+from gdpr_requests.pipeline.timing import after, logger
+from gdpr_requests.requests import services, states
 
 # Requests planned per transaction, and how long one sweep may run (under the Celery soft time limit).
 PLAN_CHUNK = 200
@@ -180,7 +175,7 @@ def _plan_chunk(request_ids: list[int]) -> int:
             if planner.task_count(request) == 0:
                 services.request_fail(request=request, why="none of its Mixpanel projects is active")
         # Only a replanned request can have finished tasks already (fresh ones have none yet).
-        settle_requests(planner.replanned)
+        settle_now(planner.replanned)
     return len(requests)
 
 

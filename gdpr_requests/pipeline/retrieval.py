@@ -14,21 +14,16 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from .. import exports
-from ..mixpanel import archive
-from ..mixpanel.client import RATE_LIMITED, TRANSIENT, MixpanelError
-from ..models import DataSubjectRequest, MixpanelProject, MixpanelTask, SubjectExport, TaskState
-from .common import (
-    build_client,
-    download_hosts,
-    finish_step,
-    live_requests,
-    logger,
-    project_folder,
-    settle_requests,
-    task_audit,
-)
-from .outcomes import begin_attempt, give_up, retry_later
+from gdpr_requests.mixpanel import archive
+from gdpr_requests.mixpanel.client import RATE_LIMITED, TRANSIENT, MixpanelError
+from gdpr_requests.models import DataSubjectRequest, MixpanelProject, MixpanelTask, SubjectExport, TaskState
+from gdpr_requests.pipeline.calls import build_client, download_hosts
+from gdpr_requests.pipeline.outcomes import begin_attempt, give_up, retry_later
+from gdpr_requests.pipeline.queries import live_requests, project_folder
+from gdpr_requests.pipeline.settling import settle_now
+from gdpr_requests.pipeline.task_updates import finish_step, task_audit
+from gdpr_requests.pipeline.timing import logger
+from gdpr_requests.requests import exports
 
 
 def download(task: MixpanelTask, project: MixpanelProject, session: requests.Session) -> str:
@@ -86,7 +81,7 @@ def download(task: MixpanelTask, project: MixpanelProject, session: requests.Ses
             stored_sha256=export.sha256,
             stored_size=export.size,
         )
-        settle_requests([request.pk])
+        settle_now([request.pk])
     return "downloaded"
 
 

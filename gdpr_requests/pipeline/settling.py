@@ -14,8 +14,10 @@ sweep ``settle_finished``, which settles processing requests whose tasks all fin
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from functools import partial
 
@@ -23,9 +25,12 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from .. import states
-from ..models import DataSubjectRequest, MixpanelTask, TaskState
-from .common import FAILING, RETIRED, logger, settle_requests
+from gdpr_requests.models import DataSubjectRequest, MixpanelTask, RequestKind, TaskRequestLink, TaskState
+from gdpr_requests.pipeline.enqueue import enqueue_settle_chunks
+from gdpr_requests.pipeline.task_states import FAILING, RETIRED
+from gdpr_requests.requests import services, states
+
+logger = logging.getLogger("gdpr_requests.pipeline")
 
 # More requests than this are settled after the outcome commits, in chunk messages, not in its transaction.
 SETTLE_INLINE_MAX = 50
@@ -37,6 +42,68 @@ SETTLE_SWEEP_GRACE = timedelta(minutes=10)
 # limit is 120 s); the next sweep takes the rest.
 SETTLE_SWEEP_MAX = 2000
 SETTLE_SWEEP_BUDGET_SECONDS = 60.0
+
+
+DELETION_CAVEAT = (
+    "Mixpanel's deletion does not reach data already exported from Mixpanel to a data warehouse or other "
+    "destination (for example through Data Pipelines), and it does not stop future tracking: if this person "
+    "uses the product again, new data about them will be collected."
+)
+
+
+def settle_now(request_ids: Iterable[int]) -> int:
+    """Complete or fail every processing request whose tasks are all done. Inside the caller's transaction.
+
+    A request completes when every task it counts on succeeded (across projects, 409-linked ones included);
+    it fails, for staff, as soon as one of them failed or needs attention. A request on hold is settled when
+    it resumes. Returns how many requests moved.
+
+    Everything is read and decided before the first transition: the first audit event takes the chain's lock,
+    held until the caller commits, so the reads stay out of it. A task serving many requests should not call
+    this in its own transaction but through ``settling.settle_inline_or_chunked``.
+    """
+    requests = list(DataSubjectRequest.objects.filter(pk__in=set(request_ids), status=states.PROCESSING).order_by("pk"))
+    if not requests:
+        return 0
+    tasks_of: dict[int, list[MixpanelTask]] = defaultdict(list)
+    links = (
+        TaskRequestLink.objects.filter(request_id__in=[r.pk for r in requests])
+        .exclude(task__state__in=RETIRED)
+        .select_related("task__project")
+        .order_by("-task__created_at", "task_id")  # as request_tasks: the newest failure names the reason
+    )
+    for link in links:
+        tasks_of[link.request_id].append(link.task)
+    decisions: list[Callable[[], object]] = []
+    for request in requests:
+        tasks = tasks_of.get(request.pk)
+        if not tasks:
+            continue
+        failed = [t for t in tasks if t.state in FAILING]
+        if failed:
+            why = failed[0].last_error or f"a Mixpanel {failed[0].kind} task {failed[0].get_state_display().lower()}"
+            decisions.append(partial(services.request_fail, request=request, why=why))
+        elif all(t.state == TaskState.SUCCEEDED for t in tasks):
+            note = closing_note(request, tasks)
+            decisions.append(partial(services.request_complete, request=request, closing_note=note))
+    moved = 0
+    for transition in decisions:
+        try:
+            transition()
+        except states.TransitionNotAllowed:  # moved by someone else meanwhile: theirs wins
+            continue
+        moved += 1
+    return moved
+
+
+def closing_note(request: DataSubjectRequest, tasks: list[MixpanelTask]) -> str:
+    names = sorted({t.project.name for t in tasks})
+    where = f"{len(names)} Mixpanel project{'s' if len(names) != 1 else ''} ({', '.join(names)})"
+    if request.kind == RequestKind.DELETION:
+        return f"Mixpanel confirmed the deletion of this person's events and profile in {where}. {DELETION_CAVEAT}"
+    export = getattr(request, "export", None)
+    until = f" until {timezone.localdate(export.expires_at).isoformat()}" if export is not None else ""
+    return f"Mixpanel's data about this person was retrieved from {where} and is available for download{until}."
 
 
 def chunked(ids: Sequence[int], size: int = SETTLE_CHUNK_SIZE) -> list[list[int]]:
@@ -51,29 +118,14 @@ def settle_inline_or_chunked(request_ids: Iterable[int]) -> int:
     """
     ids = sorted(set(request_ids))
     if len(ids) <= SETTLE_INLINE_MAX:
-        settle_requests(ids)
+        settle_now(ids)
         return 0
     chunks = chunked(ids)
     transaction.on_commit(partial(enqueue_settle_chunks, chunks))
     return len(chunks)
 
 
-def enqueue_settle_chunks(chunks: list[list[int]]) -> None:
-    """Send one settle_requests_chunk per chunk. Call it from on_commit only. A lost message is made up for
-    by the sweep, so a broker that refuses one is not asked for the rest."""
-    from .. import tasks
-
-    for sent, chunk in enumerate(chunks):
-        try:
-            tasks.settle_requests_chunk.delay(chunk)
-        except Exception as exc:  # the broker is down: settle_finished catches up after its grace period
-            logger.warning(
-                "could not enqueue settling of %d request chunk(s) (%s)", len(chunks) - sent, type(exc).__name__
-            )
-            return
-
-
-def requests_settle(*, request_ids: Sequence[int]) -> int:
+def settle_chunk(*, request_ids: Sequence[int]) -> int:
     """Settle one chunk of requests in its own transaction (a settle_requests_chunk message). Idempotent.
 
     Returns how many requests moved. The chunk's processing rows are locked first, skipping any that another
@@ -86,11 +138,11 @@ def requests_settle(*, request_ids: Sequence[int]) -> int:
         if connection.features.has_select_for_update_skip_locked:
             query = query.select_for_update(skip_locked=True)
         ids = list(query.order_by("pk").values_list("pk", flat=True))
-        return settle_requests(ids)
+        return settle_now(ids)
 
 
 def finished_unsettled(*, settled_before: timedelta = SETTLE_SWEEP_GRACE, limit: int = SETTLE_SWEEP_MAX) -> list[int]:
-    """Processing requests that settle_requests would move, whose tasks all finished more than
+    """Processing requests that settle_now would move, whose tasks all finished more than
     ``settled_before`` ago (so their own chunk messages had their chance): one of their tasks failed or needs
     attention, or every task they count on succeeded."""
     cutoff = timezone.now() - settled_before
@@ -114,7 +166,7 @@ def settle_finished() -> int:
     for chunk in chunked(due):
         if time.monotonic() >= deadline:
             break
-        moved += requests_settle(request_ids=chunk)
+        moved += settle_chunk(request_ids=chunk)
     if moved:
         logger.warning("settled %d request(s) whose tasks had finished but which were still processing", moved)
     return moved

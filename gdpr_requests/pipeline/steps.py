@@ -20,9 +20,9 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from ..crypto import DecryptionError
-from ..mixpanel import ratelimit
-from ..mixpanel.client import (
+from gdpr_requests.crypto import DecryptionError
+from gdpr_requests.mixpanel import ratelimit
+from gdpr_requests.mixpanel.client import (
     CONFLICT,
     CREDENTIAL,
     NOT_FOUND,
@@ -32,14 +32,14 @@ from ..mixpanel.client import (
     MixpanelError,
     RetrievalStatus,
 )
-from ..models import (
-    CredentialStatus,
-    MixpanelProject,
-    MixpanelTask,
-    TaskRequestLink,
-    TaskState,
-)
-from .common import (
+from gdpr_requests.models import CredentialStatus, MixpanelProject, MixpanelTask, TaskRequestLink, TaskState
+from gdpr_requests.pipeline.calls import build_client
+from gdpr_requests.pipeline.credentials import credential_failed
+from gdpr_requests.pipeline.outcomes import begin_attempt, child_task, give_up, retry_later, split_batch
+from gdpr_requests.pipeline.queries import live_ids, live_requests
+from gdpr_requests.pipeline.retrieval import download
+from gdpr_requests.pipeline.settling import settle_inline_or_chunked, settle_now
+from gdpr_requests.pipeline.task_states import (
     CANCEL_REFUSED,
     CANCELLABLE_REMOTE,
     DISPATCHABLE,
@@ -49,23 +49,10 @@ from .common import (
     REVOKED,
     SUCCESS,
     UNKNOWN,
-    after,
-    build_client,
-    finish_step,
-    history,
     is_deletion,
-    live_ids,
-    live_requests,
-    logger,
-    poll_delay,
-    settle_requests,
-    step_lease_seconds,
-    task_audit,
 )
-from .credentials import credential_failed
-from .outcomes import begin_attempt, child_task, give_up, retry_later, split_batch
-from .retrieval import download
-from .settling import settle_inline_or_chunked
+from gdpr_requests.pipeline.task_updates import finish_step, history, task_audit
+from gdpr_requests.pipeline.timing import after, logger, poll_delay, step_lease_seconds
 
 SUBMIT, POLL, CANCEL, DOWNLOAD = "submit", "poll", "cancel", "download"
 
@@ -312,7 +299,7 @@ def _conflict(task: MixpanelTask, exc: MixpanelError) -> str:
             resubmitted_count=len(rest),
             resubmitted_task_id=child_id,
         )
-        settle_requests(requests_by_pk)
+        settle_now(requests_by_pk)
     return "conflict"
 
 
@@ -466,5 +453,5 @@ def _cancel(task: MixpanelTask, project: MixpanelProject, session: requests.Sess
         task.attempts = 0
         finish_step(task, next_at=None, fields=["status_history", "remote_status", "state", "finished_at", "attempts"])
         task_audit(task, "task.cancelled", remote=True)
-        settle_requests(live_requests(task).values_list("pk", flat=True))
+        settle_now(live_requests(task).values_list("pk", flat=True))
     return "cancelled"

@@ -7,9 +7,9 @@ a report is itself audited (``report_record_access``).
 
 from __future__ import annotations
 
-from .access import report_record_access
-from .evidence import EvidenceNotFound, build_evidence_pack, evidence_json
-from .summary import ComplianceSummary, build_summary, percentile
+from gdpr_requests.reports.access import report_record_access
+from gdpr_requests.reports.evidence import EvidenceNotFound, build_evidence_pack, evidence_json
+from gdpr_requests.reports.summary import ComplianceSummary, build_summary, percentile
 
 __all__ = [
     "ComplianceSummary",

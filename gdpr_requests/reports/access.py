@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..audit import Actor, audit_record
-from ..models import AuditEvent
+from gdpr_requests.audit.chain import Actor, audit_record
+from gdpr_requests.models import AuditEvent
 
 REPORTS = frozenset({"audit_trail", "compliance_summary", "evidence_pack"})
 HTML_FORMAT = "html"

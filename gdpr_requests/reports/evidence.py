@@ -24,9 +24,9 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from .. import audit
-from ..models import ApiCall, AuditEvent, DataSubjectRequest, MixpanelTask, SubjectExport, TaskRequestLink
-from .summary import ANSWERED_STATES
+from gdpr_requests.audit import chain as audit
+from gdpr_requests.models import ApiCall, AuditEvent, DataSubjectRequest, MixpanelTask, SubjectExport, TaskRequestLink
+from gdpr_requests.reports.summary import ANSWERED_STATES
 
 SCHEMA = "dsr-evidence-pack/1"
 EMAIL_HASH_PREFIX_LENGTH = 16  # the same prefix the request.created audit event records

@@ -24,8 +24,7 @@ from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from .. import states
-from ..models import (
+from gdpr_requests.models import (
     ApiCall,
     DataSubjectRequest,
     MixpanelProject,
@@ -35,6 +34,7 @@ from ..models import (
     TaskKind,
     TaskState,
 )
+from gdpr_requests.requests import states
 
 WEEK = "week"
 MONTH = "month"

@@ -31,7 +31,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 
-from .fake_mixpanel import FakeMixpanel
+from tests.integration.fake_mixpanel import FakeMixpanel
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 CELERY = str(Path(sys.executable).with_name("celery"))
@@ -482,9 +482,9 @@ class PipelineHarness:
 
     def make_project(self, *, name: str, batch_size: int = 10, **extra: Any):
         """A project registered through the service, pointing at the fake."""
-        from gdpr_requests.audit import Actor
+        from gdpr_requests.audit.chain import Actor
         from gdpr_requests.models import MixpanelProject
-        from gdpr_requests.projects import project_create
+        from gdpr_requests.projects.services import project_create
 
         slug = name.lower().replace(" ", "-")
         return project_create(
@@ -502,7 +502,7 @@ class PipelineHarness:
 
     def approved_requests(self, *, actor, project, kind: str, count: int, ids_per_request: int = 1, prefix: str):
         """``count`` staff-entered, approved requests on ``project`` with synthetic distinct ids."""
-        from gdpr_requests import services
+        from gdpr_requests.requests import services
 
         made = []
         for n in range(count):
@@ -535,8 +535,8 @@ class PipelineHarness:
         """Wait until every request is in one of ``done`` (default: completed or failed); return them fresh.
 
         Fails at once when a worker dies or (``fail_on_task_error``) a Celery task raises."""
-        from gdpr_requests import states
         from gdpr_requests.models import DataSubjectRequest
+        from gdpr_requests.requests import states
 
         finished = done or frozenset({states.COMPLETED, states.FAILED})
         ids = [r.pk for r in requests]
@@ -591,7 +591,7 @@ class PipelineHarness:
         """Calls the fake saw, per operation, with the span and the closest pair per project (for -s runs)."""
         from collections import Counter, defaultdict
 
-        from .fake_mixpanel import min_gap
+        from tests.integration.fake_mixpanel import min_gap
 
         calls = self.fake.snapshot()
         if not calls:

@@ -5,9 +5,9 @@ import threading
 import pytest
 from django.db import connections
 
-from gdpr_requests import services, states
-from gdpr_requests.audit import Actor
+from gdpr_requests.audit.chain import Actor
 from gdpr_requests.models import AuditEvent, DataSubjectRequest
+from gdpr_requests.requests import services, states
 
 # serialized_rollback like the other integration files: its flush then leaves the migrated rows (content types,
 # groups) to be restored for the next test, instead of re-creating them with new keys that the next

@@ -9,11 +9,11 @@ from __future__ import annotations
 import pytest
 
 from gdpr_requests import pipeline as pipeline_services
-from gdpr_requests import states, tasks
 from gdpr_requests.models import MixpanelTask, TaskState
-
-from .conftest import wait_until
-from .fake_mixpanel import CREATE_RETRIEVAL
+from gdpr_requests.pipeline import tasks
+from gdpr_requests.requests import states
+from tests.integration.conftest import wait_until
+from tests.integration.fake_mixpanel import CREATE_RETRIEVAL
 
 pytestmark = [
     pytest.mark.integration,
@@ -28,7 +28,7 @@ QUEUE_LISTS = ("celery", "celery\x06\x163", "celery\x06\x166", "celery\x06\x169"
 
 @pytest.fixture
 def staff(staff_user):
-    from gdpr_requests.audit import Actor
+    from gdpr_requests.audit.chain import Actor
 
     return Actor.staff(staff_user)
 

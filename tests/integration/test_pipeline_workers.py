@@ -17,12 +17,11 @@ from collections import Counter
 
 import pytest
 
-from gdpr_requests import states
 from gdpr_requests.models import ApiCall, CredentialStatus, DataSubjectRequest, MixpanelTask, TaskState
+from gdpr_requests.requests import states
 from tests.conftest import need
-
-from .conftest import wait_until
-from .fake_mixpanel import (
+from tests.integration.conftest import wait_until
+from tests.integration.fake_mixpanel import (
     CANCEL_DELETION,
     CREATE_DELETION,
     CREATE_RETRIEVAL,
@@ -49,7 +48,7 @@ ARRIVAL_JITTER = 0.15
 
 @pytest.fixture
 def staff(staff_user):
-    from gdpr_requests.audit import Actor
+    from gdpr_requests.audit.chain import Actor
 
     return Actor.staff(staff_user)
 
@@ -73,7 +72,7 @@ def assert_api_calls_recorded(fake, *, tokens: set[str]) -> None:
 
 
 def assert_exports_readable(requests) -> None:
-    from gdpr_requests.exports import export_open
+    from gdpr_requests.requests.exports import export_open
 
     for request in requests:
         export = request.export
@@ -126,8 +125,7 @@ def test_two_planners_at_once_fill_one_open_batch_not_two(require_postgres, fake
     from django.db import connections
 
     from gdpr_requests.pipeline import request_plan
-
-    from .conftest import PipelineHarness, celery_broker
+    from tests.integration.conftest import PipelineHarness, celery_broker
 
     harness = PipelineHarness(
         fake=fake_mixpanel, processes=processes, env={}, tmp=tmp_path, mail_dir=tmp_path, schedule_path=tmp_path
@@ -270,7 +268,7 @@ def test_redis_stopped_and_restarted_mid_run_every_request_completes(pipeline, s
 def test_a_worker_outlives_a_broker_restart(pipeline):
     import redis
 
-    from gdpr_requests import tasks
+    from gdpr_requests.pipeline import tasks
 
     harness = pipeline
     if harness.redis is None:
@@ -349,7 +347,7 @@ def test_scripted_faults_all_end_well(pipeline, staff):
 
 
 def test_a_refused_credential_pauses_the_project_and_alerts_staff_once(pipeline, staff, staff_user):
-    from gdpr_requests.audit import Actor
+    from gdpr_requests.audit.chain import Actor
     from gdpr_requests.pipeline import project_check_credentials
 
     fake = pipeline.fake

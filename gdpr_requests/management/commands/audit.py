@@ -14,7 +14,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from gdpr_requests import audit
+from gdpr_requests.audit import chain as audit
 from gdpr_requests.management.cli import iso_date
 
 
@@ -71,7 +71,7 @@ class Command(BaseCommand):
         self.stdout.write(result.summary())
 
     def export(self, options: dict[str, Any]) -> None:
-        from gdpr_requests.audit_export import ExportError, export_lines
+        from gdpr_requests.audit.export import ExportError, export_lines
 
         filters = {
             "since": options["since"],

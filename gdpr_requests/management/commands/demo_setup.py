@@ -15,9 +15,9 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from gdpr_requests import services
-from gdpr_requests.audit import Actor
+from gdpr_requests.audit.chain import Actor
 from gdpr_requests.models import Channel, DataSubjectRequest, MixpanelProject, Residency
+from gdpr_requests.requests import services
 
 DEMO_PROJECT = "Demo app (sandbox)"
 

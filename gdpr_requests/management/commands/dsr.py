@@ -18,8 +18,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from django.utils import timezone
 
-from gdpr_requests import services, states
-from gdpr_requests.audit import Actor
+from gdpr_requests.audit.chain import Actor
 from gdpr_requests.management.cli import actor_for, get_project, get_request, iso_date, write_json, write_table
 from gdpr_requests.models import (
     Channel,
@@ -30,6 +29,7 @@ from gdpr_requests.models import (
     Regulation,
     RequestKind,
 )
+from gdpr_requests.requests import services, states
 
 # What staff can do to a request; the other transitions belong to the system (processing, expiry).
 OPERATOR_ACTIONS = ("verify", "approve", "reject", "hold", "resume", "retry", "cancel")
@@ -478,7 +478,7 @@ class Command(BaseCommand):
     # --- retention ------------------------------------------------------------------------------------
     def do_purge(self, options: dict[str, Any]) -> None:
         try:
-            from gdpr_requests.retention import purge_due
+            from gdpr_requests.requests.retention import purge_due
         except ImportError:
             raise CommandError(
                 "Retention is not part of this installation (gdpr_requests.retention is missing)."

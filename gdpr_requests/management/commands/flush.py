@@ -11,7 +11,7 @@ from typing import Any
 from django.core.management.commands.flush import Command as FlushCommand
 from django.db import connections, transaction
 
-from gdpr_requests import audit_triggers
+from gdpr_requests.audit import triggers as audit_triggers
 
 
 class Command(FlushCommand):

@@ -23,8 +23,8 @@ from gdpr_requests.management.cli import (
     write_table,
 )
 from gdpr_requests.models import MixpanelProject, Residency
-from gdpr_requests.projects import project_create, project_update
-from gdpr_requests.services import ServiceError
+from gdpr_requests.projects.services import project_create, project_update
+from gdpr_requests.requests.services import ServiceError
 
 
 def _add_token_options(parser: CommandParser, *, required: bool) -> None:

@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 
 from gdpr_requests import crypto
-from gdpr_requests.audit import Actor, audit_record
+from gdpr_requests.audit.chain import Actor, audit_record
 from gdpr_requests.models import MixpanelProject
 
 ENCRYPTED_FIELDS = ("oauth_token", "api_secret")

@@ -1,0 +1,50 @@
+"""The app's models, one module per aggregate; re-exported here so that ``gdpr_requests.models`` names them all.
+
+Business rules live in the services (``requests/services.py`` and each feature package), not here.
+"""
+
+from __future__ import annotations
+
+from gdpr_requests.models.audit import ActorType, AuditEvent
+from gdpr_requests.models.mixpanel_tasks import (
+    ApiCall,
+    MixpanelTask,
+    RateLimitSlot,
+    TaskKind,
+    TaskRequestLink,
+    TaskState,
+)
+from gdpr_requests.models.outbox import StaffAlert, SubjectNotification
+from gdpr_requests.models.projects import CredentialStatus, MixpanelProject, Residency
+from gdpr_requests.models.requests import (
+    Channel,
+    DataSubjectRequest,
+    DisclosureType,
+    Regulation,
+    RequestKind,
+    RequestNote,
+    SubjectExport,
+)
+
+__all__ = [
+    "ActorType",
+    "ApiCall",
+    "AuditEvent",
+    "Channel",
+    "CredentialStatus",
+    "DataSubjectRequest",
+    "DisclosureType",
+    "MixpanelProject",
+    "MixpanelTask",
+    "RateLimitSlot",
+    "Regulation",
+    "RequestKind",
+    "RequestNote",
+    "Residency",
+    "StaffAlert",
+    "SubjectExport",
+    "SubjectNotification",
+    "TaskKind",
+    "TaskRequestLink",
+    "TaskState",
+]

@@ -1,0 +1,18 @@
+"""The subject emails' hooks into the request services, connected in apps.py (GdprRequestsConfig.ready)."""
+
+from __future__ import annotations
+
+from gdpr_requests.models import DataSubjectRequest
+from gdpr_requests.notifications.outbox import notify_after_commit, notify_many_after_commit
+from gdpr_requests.notifications.rendering import TRANSITION_EVENTS
+from gdpr_requests.requests import states
+
+
+def after_transition(request_id: int, action: str, new_status: str) -> None:
+    if action in TRANSITION_EVENTS:
+        notify_after_commit(request_id=request_id, event=action)
+
+
+def after_intake(requests: list[DataSubjectRequest]) -> None:
+    # Every channel: a request that starts unverified asks its requester to confirm their email.
+    notify_many_after_commit([(dsr.pk, "created") for dsr in requests if dsr.status == states.UNVERIFIED])

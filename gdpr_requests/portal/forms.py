@@ -1,0 +1,272 @@
+"""Public portal forms: the request form, the "send me a new link" form and the download code form.
+
+Every error message names its field in plain words (a screen reader reads the message, not the layout), and
+rate limits are counted inside validation (``clean``) so no view can forget them: RateLimited propagates out
+of ``is_valid()`` and the view answers with the 429 page. The honeypot field is accepted but flags the form
+as a bot's (``is_bot``), so a bot sees the same neutral page as a person and nothing is created.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Any
+
+from django import forms
+
+from gdpr_requests.models import DisclosureType, Regulation, RequestKind
+from gdpr_requests.portal import ratelimit as ratelimit_public
+from gdpr_requests.requests import services
+
+EEA_UK = "eea_uk"
+CALIFORNIA = "california"
+ELSEWHERE = "elsewhere"
+RESIDENCE_CHOICES = [
+    (EEA_UK, "The European Union, the EEA or the United Kingdom"),
+    (CALIFORNIA, "California, United States"),
+    (ELSEWHERE, "Somewhere else"),
+]
+# Where the person lives decides the law we answer under; outside California we apply the GDPR's standard.
+REGULATION_FOR_RESIDENCE = {EEA_UK: Regulation.GDPR, CALIFORNIA: Regulation.CCPA, ELSEWHERE: Regulation.GDPR}
+
+KIND_CHOICES = [
+    (RequestKind.ACCESS, "Get a copy of my data"),
+    (RequestKind.DELETION, "Delete my data"),
+]
+DISCLOSURE_CHOICES = [
+    (DisclosureType.DATA, "The specific pieces of personal information you hold about me"),
+    (DisclosureType.CATEGORIES, "The categories of personal information you hold about me"),
+    (DisclosureType.SOURCES, "Where you got my personal information from"),
+]
+
+NAME_MAX = 200
+EMAIL_MAX = 254
+MESSAGE_MAX = 2000
+USER_IDS_MAX = 5000
+HONEYPOT = "website"
+
+
+def _messages(noun: str, *, required: str = "", invalid: str = "", choice: str = "") -> dict[str, str]:
+    """Error messages for one field, each naming it (Django's defaults say "This field")."""
+    return {
+        "required": required or f"Enter your {noun}.",
+        "invalid": invalid or f"Enter a valid {noun}.",
+        "max_length": f"Your {noun} is too long: use at most %(limit_value)d characters (it has %(show_value)d).",
+        "null_characters_not_allowed": f"Your {noun} contains a character we cannot accept (a null character).",
+        "invalid_choice": choice or f"Choose one of the options for {noun}.",
+    }
+
+
+def _has_control_characters(value: str, *, allow_newlines: bool = False) -> bool:
+    allowed = {"\n", "\r", "\t"} if allow_newlines else set()
+    return any(unicodedata.category(ch) == "Cc" and ch not in allowed for ch in value)
+
+
+class HoneypotField(forms.Field):
+    """Never invalid, whatever a bot puts in it: an error would tell the bot what we check."""
+
+    def clean(self, value: Any) -> str:
+        return ""
+
+
+class PortalForm(forms.Form):
+    """Shared behaviour: the client's IP for rate limits, the honeypot, and field nouns for messages."""
+
+    # The words each field's messages use for it (tests check every message names its field).
+    nouns: dict[str, str] = {}
+    rate_limit_action = ""
+
+    website = HoneypotField(
+        label="Leave this field empty",
+        required=False,
+        widget=forms.TextInput(attrs={"autocomplete": "off", "tabindex": "-1"}),
+    )
+
+    def __init__(self, *args: Any, client_ip: str = "", **kwargs: Any) -> None:
+        kwargs.setdefault("label_suffix", "")
+        super().__init__(*args, **kwargs)
+        self.client_ip = client_ip
+
+    @property
+    def is_bot(self) -> bool:
+        return bool(self.is_bound and self.data.get(HONEYPOT))
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if self.rate_limit_action:
+            ratelimit_public.check(self.rate_limit_action, ip=self.client_ip, email=cleaned.get("email") or None)
+        return cleaned
+
+
+class DataRequestForm(PortalForm):
+    nouns = {
+        "name": "name",
+        "email": "email address",
+        "kind": "request",
+        "residence": "where you live",
+        "disclosure_type": "what you want to know",
+        "distinct_ids": "user id",
+        "message": "message",
+    }
+    rate_limit_action = "submit"
+
+    name = forms.CharField(
+        label="Your full name",
+        max_length=NAME_MAX,
+        widget=forms.TextInput(attrs={"autocomplete": "name"}),
+        error_messages=_messages("name", required="Enter your name."),
+    )
+    email = forms.EmailField(
+        label="Your email address",
+        max_length=EMAIL_MAX,
+        help_text="We send a link to this address to check it is yours, then keep you updated there.",
+        widget=forms.EmailInput(attrs={"autocomplete": "email", "spellcheck": "false"}),
+        error_messages=_messages(
+            "email address", invalid="Enter your email address in the right format, like name@example.com."
+        ),
+    )
+    kind = forms.ChoiceField(
+        label="What would you like us to do?",
+        choices=KIND_CHOICES,
+        widget=forms.RadioSelect,
+        error_messages=_messages(
+            "request",
+            required="Choose which request you are making: a copy of your data, or its deletion.",
+            choice="Choose which request you are making: a copy of your data, or its deletion.",
+        ),
+    )
+    residence = forms.ChoiceField(
+        label="Where do you live?",
+        choices=RESIDENCE_CHOICES,
+        widget=forms.RadioSelect,
+        help_text="This decides which privacy law we answer under (GDPR or CCPA) and our deadline.",
+        error_messages=_messages(
+            "where you live",
+            required="Choose where you live.",
+            choice="Choose where you live from the options.",
+        ),
+    )
+    disclosure_type = forms.ChoiceField(
+        label="What do you want to know?",
+        choices=DISCLOSURE_CHOICES,
+        widget=forms.RadioSelect,
+        required=False,
+        help_text="Only for California residents asking for a copy of their data.",
+        error_messages=_messages(
+            "what you want to know",
+            required="Choose what you want to know about your data.",
+            choice="Choose what you want to know from the options.",
+        ),
+    )
+    distinct_ids = forms.CharField(
+        label="Your user id (optional)",
+        required=False,
+        max_length=USER_IDS_MAX,
+        widget=forms.Textarea(attrs={"rows": 2, "spellcheck": "false", "autocapitalize": "off"}),
+        help_text=(
+            "The user id you have in our product, if you know it (for example in your account settings). "
+            "Put each one on its own line. It helps us find your data faster."
+        ),
+        error_messages=_messages("user id"),
+    )
+    message = forms.CharField(
+        label="Anything else we should know? (optional)",
+        required=False,
+        max_length=MESSAGE_MAX,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        error_messages=_messages("message"),
+    )
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"]
+        if _has_control_characters(name):
+            raise forms.ValidationError("Your name contains a character we cannot accept.", code="invalid")
+        return name
+
+    def clean_message(self) -> str:
+        message = self.cleaned_data["message"]
+        if _has_control_characters(message, allow_newlines=True):
+            raise forms.ValidationError("Your message contains a character we cannot accept.", code="invalid")
+        return message
+
+    def clean_distinct_ids(self) -> list[str]:
+        lines = [line.strip() for line in self.cleaned_data["distinct_ids"].splitlines()]
+        ids = list(dict.fromkeys(line for line in lines if line))
+        if any(len(value) > services.MAX_DISTINCT_ID_LENGTH for value in ids):
+            raise forms.ValidationError(
+                f"Each user id must be at most {services.MAX_DISTINCT_ID_LENGTH} characters long.", code="max_length"
+            )
+        if any(_has_control_characters(value) for value in ids):
+            raise forms.ValidationError("A user id contains a character we cannot accept.", code="invalid")
+        if len(ids) > services.MAX_DISTINCT_IDS:
+            raise forms.ValidationError(f"Enter at most {services.MAX_DISTINCT_IDS} user ids.", code="invalid")
+        try:
+            return services.clean_distinct_ids(ids)
+        except services.ServiceError as exc:  # belt and braces: the service's own rules
+            raise forms.ValidationError(f"Check your user id: {exc}", code="invalid") from None
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        residence = cleaned.get("residence")
+        if residence:
+            cleaned["regulation"] = REGULATION_FOR_RESIDENCE[residence]
+        if cleaned.get("regulation") == Regulation.CCPA and cleaned.get("kind") == RequestKind.ACCESS:
+            if not cleaned.get("disclosure_type") and "disclosure_type" not in self.errors:
+                self.add_error(
+                    "disclosure_type",
+                    forms.ValidationError("Choose what you want to know about your data.", code="required"),
+                )
+        else:
+            cleaned["disclosure_type"] = ""
+        return cleaned
+
+    def submission(self) -> dict[str, Any]:
+        """Keyword arguments for portal_services.request_submit."""
+        data = self.cleaned_data
+        return {
+            "kind": data["kind"],
+            "regulation": data["regulation"],
+            "email": data["email"],
+            "name": data["name"],
+            "distinct_ids": data["distinct_ids"],
+            "disclosure_type": data["disclosure_type"],
+            "message": data["message"],
+        }
+
+
+class ResendLinkForm(PortalForm):
+    nouns = {"email": "email address"}
+    rate_limit_action = "resend"
+
+    email = forms.EmailField(
+        label="Your email address",
+        max_length=EMAIL_MAX,
+        help_text="The address you used for your request.",
+        widget=forms.EmailInput(attrs={"autocomplete": "email", "spellcheck": "false"}),
+        error_messages=_messages(
+            "email address", invalid="Enter your email address in the right format, like name@example.com."
+        ),
+    )
+
+
+class DownloadCodeForm(forms.Form):
+    nouns = {"code": "code"}
+
+    code = forms.CharField(
+        label="Download code",
+        max_length=20,
+        help_text="The 6-digit code from the email we just sent you.",
+        widget=forms.TextInput(
+            attrs={"inputmode": "numeric", "autocomplete": "one-time-code", "pattern": "[0-9 ]*", "spellcheck": "false"}
+        ),
+        error_messages=_messages("code", required="Enter the 6-digit code from the email."),
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("label_suffix", "")
+        super().__init__(*args, **kwargs)
+
+    def clean_code(self) -> str:
+        code = "".join(self.cleaned_data["code"].split())
+        if len(code) != 6 or not code.isascii() or not code.isdigit():
+            raise forms.ValidationError("Enter the code as 6 digits, like 123456.", code="invalid")
+        return code

@@ -1,0 +1,104 @@
+"""Rate limits on the public portal: per client IP and per email (or per request) for each action.
+
+Fixed windows counted in Django's cache (Redis in production, shared by every web process; locmem in
+development). Keys hold keyed hashes, never an address or an email in clear. The defaults below can be
+overridden per action and scope with ``settings.DSR_PUBLIC_RATE_LIMITS`` ({"submit": {"ip": (10, 3600)}}),
+and ``settings.DSR_PUBLIC_RATE_LIMITS_ENABLED = False`` turns them all off (e.g. for the load benchmark).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.cache import cache
+from django.http import HttpRequest
+
+from gdpr_requests.crypto import email_hash
+
+
+@dataclass(frozen=True)
+class Limit:
+    count: int
+    seconds: int
+
+
+# Generous for a person (who submits once or twice), tight for a script. "email" counts per keyed email hash,
+# "request" per request the action is about (the download code of one export).
+DEFAULT_LIMITS: dict[str, dict[str, Limit]] = {
+    "submit": {"ip": Limit(20, 3600), "email": Limit(5, 3600)},
+    "resend": {"ip": Limit(10, 3600), "email": Limit(3, 3600)},
+    "code_send": {"ip": Limit(10, 3600), "request": Limit(5, 3600)},
+    "code_entry": {"ip": Limit(30, 3600), "request": Limit(15, 3600)},
+    "withdraw": {"ip": Limit(20, 3600)},
+}
+
+
+class RateLimited(Exception):
+    """Too many attempts; ``retry_after`` is the number of seconds until the window ends."""
+
+    def __init__(self, action: str, retry_after: int) -> None:
+        super().__init__(f"rate limited: {action}")
+        self.action = action
+        self.retry_after = max(1, retry_after)
+
+
+def client_ip(request: HttpRequest) -> str:
+    """The client's address; behind N trusted proxies, the Nth address from the right of X-Forwarded-For."""
+    hops = getattr(settings, "DSR_TRUSTED_PROXY_HOPS", 0)
+    if hops:
+        forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
+        if len(forwarded) >= hops:
+            return forwarded[-hops]
+    return request.META.get("REMOTE_ADDR", "") or "unknown"
+
+
+def _limit(action: str, scope: str) -> Limit | None:
+    override = getattr(settings, "DSR_PUBLIC_RATE_LIMITS", {}).get(action, {}).get(scope)
+    if override is not None:
+        return Limit(*override)
+    return DEFAULT_LIMITS.get(action, {}).get(scope)
+
+
+def _digest(value: str) -> str:
+    return hmac.new(settings.SECRET_KEY.encode(), value.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _hit(action: str, scope: str, digest: str, limit: Limit) -> int | None:
+    """Count one attempt; the seconds to wait when over the limit, else None."""
+    now = int(time.time())
+    window = now // limit.seconds
+    key = f"dsr:rl:{action}:{scope}:{digest}:{window}"
+    cache.add(key, 0, timeout=limit.seconds + 5)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # evicted between add and incr
+        cache.set(key, 1, timeout=limit.seconds + 5)
+        count = 1
+    if count > limit.count:
+        return (window + 1) * limit.seconds - now
+    return None
+
+
+def check(action: str, *, ip: str | None = None, email: str | None = None, subject_key: str | None = None) -> None:
+    """Count an attempt at ``action`` for each scope given; raise RateLimited when any is over its limit."""
+    if not settings.DSR_PUBLIC_RATE_LIMITS_ENABLED:
+        return
+    scopes = {
+        "ip": _digest(ip) if ip else None,
+        "email": email_hash(email)[:32] if email else None,
+        "request": _digest(subject_key) if subject_key else None,
+    }
+    waits = []
+    for scope, digest in scopes.items():
+        limit = _limit(action, scope)
+        if digest is None or limit is None:
+            continue
+        wait = _hit(action, scope, digest, limit)
+        if wait is not None:
+            waits.append(wait)
+    if waits:
+        raise RateLimited(action, max(waits))

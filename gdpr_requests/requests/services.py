@@ -1,0 +1,565 @@
+"""Every write: intake, verification, transitions, extensions, assignment, notes.
+
+Services take keyword-only arguments, validate, write, record the audit event in the same transaction and
+return the object. A transition moves the row with a conditional UPDATE (``filter(pk, status=old)``): zero rows
+means someone else moved it first, and the caller gets TransitionNotAllowed naming the state it is in now.
+Processing (planning tasks, Mixpanel calls) lives in pipeline.py.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+from datetime import date, datetime
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from gdpr_requests.audit.chain import Actor, Entry, audit_record, audit_record_many
+from gdpr_requests.crypto import email_hash, normalise_email
+from gdpr_requests.models import (
+    Channel,
+    DataSubjectRequest,
+    DisclosureType,
+    MixpanelProject,
+    Regulation,
+    RequestKind,
+    RequestNote,
+)
+from gdpr_requests.requests import states
+
+# Crockford's base32 without I, L, O, U: easy to read aloud and to type.
+REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+MAX_DISTINCT_IDS = 50
+# Draws of a request reference before giving up (a collision is about one in a million at a million requests).
+REFERENCE_ATTEMPTS = 5
+MAX_DISTINCT_ID_LENGTH = 255
+
+# Hooks that other modules register so that the core stays free of their imports: called after commit with
+# the request's primary key. (The pipeline plans approved requests; the portal sends emails.)
+_after_transition_hooks: list[Callable[[int, str, str], None]] = []
+
+
+_intake_hooks: list[Callable[[list[DataSubjectRequest]], None]] = []
+
+
+def register_intake_hook(hook: Callable[[list[DataSubjectRequest]], None]) -> None:
+    """``hook(requests)`` runs inside request_create_many's transaction with the new rows, for every channel
+    (e.g. the confirmation emails)."""
+    if hook not in _intake_hooks:
+        _intake_hooks.append(hook)
+
+
+def register_transition_hook(hook: Callable[[int, str, str], None]) -> None:
+    """``hook(request_id, action, new_status)`` runs after the commit of every transition."""
+    if hook not in _after_transition_hooks:
+        _after_transition_hooks.append(hook)
+
+
+class ServiceError(Exception):
+    """A request that the rules refuse, with a message fit to show a user."""
+
+
+def _draw_references(requests: Iterable[DataSubjectRequest]) -> None:
+    for dsr in requests:
+        dsr.pk = None
+        dsr.reference = new_reference()
+
+
+def new_reference() -> str:
+    def block() -> str:
+        return "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(4))
+
+    return f"DSR-{block()}-{block()}"
+
+
+def clean_distinct_ids(values: Iterable[str]) -> list[str]:
+    """Strip, drop blanks and duplicates (order kept), and refuse what Mixpanel could not take."""
+    cleaned: list[str] = []
+    for value in values:
+        value = str(value).strip()
+        if not value or value in cleaned:
+            continue
+        if len(value) > MAX_DISTINCT_ID_LENGTH:
+            raise ServiceError(f"A distinct id is longer than {MAX_DISTINCT_ID_LENGTH} characters.")
+        if any(ord(ch) < 32 for ch in value):
+            raise ServiceError("A distinct id contains control characters.")
+        cleaned.append(value)
+    if len(cleaned) > MAX_DISTINCT_IDS:
+        raise ServiceError(f"At most {MAX_DISTINCT_IDS} distinct ids per request.")
+    return cleaned
+
+
+def _local_date(moment: datetime) -> date:
+    return timezone.localtime(moment).date()
+
+
+def prepare_request(
+    *,
+    kind: str,
+    regulation: str,
+    email: str,
+    name: str = "",
+    distinct_ids: Sequence[str] = (),
+    channel: str = Channel.WEB,
+    received_at: datetime | None = None,
+    disclosure_type: str = "",
+    message: str = "",
+    verified_by_staff: str = "",
+    actor: Actor,
+) -> DataSubjectRequest:
+    """Check a request from any channel and build its row, unsaved and without a reference yet.
+
+    Raises ServiceError with a message fit for the person who entered it. Deadlines count from ``received_at``
+    (default: now); ``verified_by_staff`` (how identity was checked) lets staff-entered requests start at
+    ``verified``. request_create_many saves what this builds.
+    """
+    if kind not in RequestKind.values:
+        raise ServiceError(f"Unknown request kind {kind!r}: use one of {', '.join(RequestKind.values)}.")
+    if regulation not in Regulation.values:
+        raise ServiceError(f"Unknown regulation {regulation!r}: use one of {', '.join(Regulation.values)}.")
+    if channel not in Channel.values:
+        raise ServiceError(f"Unknown channel {channel!r}.")
+    email = normalise_email(email)
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise ServiceError("That is not a valid email address.") from None
+    if len(name) > 200:
+        raise ServiceError("The name is longer than 200 characters.")
+    if disclosure_type and disclosure_type not in DisclosureType.values:
+        raise ServiceError(f"Unknown disclosure type {disclosure_type!r}.")
+    if regulation == Regulation.CCPA and kind == RequestKind.ACCESS:
+        disclosure_type = disclosure_type or DisclosureType.DATA
+    else:
+        disclosure_type = ""
+    ids = clean_distinct_ids(distinct_ids)
+    now = timezone.now()
+    received_at = received_at or now
+    if received_at > now:
+        raise ServiceError("The received date is in the future.")
+    due = states.due_date(regulation, _local_date(received_at))
+    return DataSubjectRequest(
+        kind=kind,
+        regulation=regulation,
+        disclosure_type=disclosure_type,
+        requester_name=name.strip(),
+        requester_email=email,
+        email_hash=email_hash(email),
+        message=message,
+        distinct_ids=ids,
+        status=states.VERIFIED if verified_by_staff else states.UNVERIFIED,
+        channel=channel,
+        received_at=received_at,
+        verified_at=now if verified_by_staff else None,
+        identity_verification=verified_by_staff,
+        verified_by_id=int(actor.id) if verified_by_staff and actor.id else None,
+        original_due_at=due,
+        due_at=due,
+        link_nonce=secrets.token_hex(8),
+    )
+
+
+def request_create(
+    *,
+    kind: str,
+    regulation: str,
+    email: str,
+    name: str = "",
+    distinct_ids: Sequence[str] = (),
+    projects: Sequence[MixpanelProject] | None = None,
+    channel: str = Channel.WEB,
+    received_at: datetime | None = None,
+    disclosure_type: str = "",
+    message: str = "",
+    verified_by_staff: str = "",
+    actor: Actor,
+) -> DataSubjectRequest:
+    """Take in a request from any channel (checked as prepare_request says). ``projects``: every active one."""
+    dsr = prepare_request(
+        kind=kind,
+        regulation=regulation,
+        email=email,
+        name=name,
+        distinct_ids=distinct_ids,
+        channel=channel,
+        received_at=received_at,
+        disclosure_type=disclosure_type,
+        message=message,
+        verified_by_staff=verified_by_staff,
+        actor=actor,
+    )
+    return request_create_many([dsr], actor=actor, projects=projects)[0]
+
+
+def request_create_many(
+    requests: Sequence[DataSubjectRequest],
+    *,
+    actor: Actor,
+    projects: Sequence[MixpanelProject] | None = None,
+    retry_in_savepoint: bool = True,
+) -> list[DataSubjectRequest]:
+    """Save requests built by prepare_request, with their project links and audit events, in one transaction.
+
+    Several requests cost what one does in round trips (one INSERT per table, one append to the audit chain),
+    which is how the portal commits the submissions that arrive together. Returns them saved, in order.
+
+    A reference that is already taken is drawn again inside a savepoint. A caller that owns the whole
+    transaction and retries it on IntegrityError may pass ``retry_in_savepoint=False`` to save the savepoint's
+    two round trips.
+    """
+    requests = list(requests)
+    if not requests:
+        return []
+    with transaction.atomic(savepoint=False):
+        project_list = (
+            list(projects) if projects is not None else list(MixpanelProject.objects.filter(is_active=True).only("pk"))
+        )
+        if retry_in_savepoint:
+            for _attempt in range(REFERENCE_ATTEMPTS):
+                _draw_references(requests)
+                try:
+                    with transaction.atomic():
+                        DataSubjectRequest.objects.bulk_create(requests)
+                    break
+                except IntegrityError:  # a reference collision: vanishingly rare, draw them all again
+                    continue
+            else:  # pragma: no cover
+                raise ServiceError("Could not allocate a reference; try again.")
+        else:
+            _draw_references(requests)
+            DataSubjectRequest.objects.bulk_create(requests)
+        if project_list:  # new rows have no links yet: one INSERT instead of set()'s read-then-write
+            through = DataSubjectRequest.projects.through
+            through.objects.bulk_create(
+                [through(datasubjectrequest=dsr, mixpanelproject=p) for dsr in requests for p in project_list]
+            )
+        for hook in list(_intake_hooks):
+            hook(requests)
+        # Last, so the audit chain's lock is held for as short a time as possible before commit.
+        audit_record_many(
+            [
+                Entry(
+                    action="request.created",
+                    actor=actor,
+                    request_reference=dsr.reference,
+                    payload={
+                        "kind": dsr.kind,
+                        "regulation": dsr.regulation,
+                        "channel": dsr.channel,
+                        "status": dsr.status,
+                        "distinct_id_count": len(dsr.distinct_ids),
+                        "project_count": len(project_list),
+                        "due_at": dsr.due_at.isoformat(),
+                        "received_at": dsr.received_at.isoformat(),
+                        "email_hash": dsr.email_hash[:16],
+                    },
+                )
+                for dsr in requests
+            ]
+        )
+    return requests
+
+
+def _transition(
+    *,
+    request: DataSubjectRequest,
+    action: str,
+    actor: Actor,
+    updates: dict[str, Any] | None = None,
+    payload: dict[str, Any] | None = None,
+    check: Callable[[DataSubjectRequest], None] | None = None,
+) -> DataSubjectRequest:
+    """Move ``request`` by ``action`` with a conditional UPDATE and one audit event, atomically."""
+    with transaction.atomic():
+        current = DataSubjectRequest.objects.filter(pk=request.pk).values_list("status", "status_before_hold").first()
+        if current is None:
+            raise ServiceError(f"Request {request.reference} no longer exists.")
+        status, before_hold = current
+        transition = states.check(action, status, reference=request.reference)
+        target = before_hold if transition.target == states.PREVIOUS else transition.target
+        request.status = status
+        if check is not None:
+            check(request)
+        now = timezone.now()
+        fields: dict[str, Any] = {"status": target, "status_changed_at": now, "updated_at": now}
+        if target in states.FINAL_STATES:
+            fields["closed_at"] = now
+        if action == "hold":
+            fields["status_before_hold"] = status
+        elif action == "resume":
+            fields["status_before_hold"] = ""
+            fields["hold_reason"] = ""
+        fields.update(updates or {})
+        moved = DataSubjectRequest.objects.filter(pk=request.pk, status=status).update(**fields)
+        if moved != 1:
+            # Someone else moved it between our read and our write.
+            latest = DataSubjectRequest.objects.filter(pk=request.pk).values_list("status", flat=True).first()
+            raise states.TransitionNotAllowed(action=action, current=latest or "gone", reference=request.reference)
+        audit_record(
+            action=f"request.{action}",
+            actor=actor,
+            request_reference=request.reference,
+            payload={"from": status, "to": target, **(payload or {})},
+        )
+        for name, value in fields.items():
+            setattr(request, name, value)
+        request_id = request.pk
+        for hook in list(_after_transition_hooks):
+            transaction.on_commit(lambda hook=hook: hook(request_id, action, target))
+    return request
+
+
+def _require_reason(reason: str, what: str) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise ServiceError(f"A reason is required to {what}.")
+    if len(reason) > 2000:
+        raise ServiceError("The reason is longer than 2000 characters.")
+    return reason
+
+
+def request_confirm_email(*, request: DataSubjectRequest) -> DataSubjectRequest:
+    """The data subject confirmed their email address: unverified → verified."""
+    request = _transition(
+        request=request,
+        action="verify",
+        actor=Actor.subject(),
+        updates={"verified_at": timezone.now(), "identity_verification": "email address confirmed"},
+        payload={"method": "email"},
+    )
+    if settings.DSR_AUTO_APPROVE_ACCESS and request.kind == RequestKind.ACCESS and request.distinct_ids:
+        request = request_approve(request=request, actor=Actor.system("auto-approval"))
+    return request
+
+
+def request_record_identity(*, request: DataSubjectRequest, how: str, actor: Actor) -> DataSubjectRequest:
+    """Staff checked the requester's identity by other means: unverified → verified."""
+    how = _require_reason(how, "record how identity was checked")
+    return _transition(
+        request=request,
+        action="verify",
+        actor=actor,
+        updates={
+            "verified_at": timezone.now(),
+            "identity_verification": how,
+            "verified_by_id": int(actor.id) if actor.id else None,
+        },
+        payload={"method": "staff"},
+    )
+
+
+def approval_blockers(request: DataSubjectRequest) -> list[str]:
+    """Why the request cannot be approved now (empty when it can)."""
+    reasons = []
+    if request.status != states.VERIFIED:
+        reasons.append(f"it is {request.get_status_display().lower()}, not verified")
+    if not request.distinct_ids:
+        reasons.append("it has no Mixpanel distinct id yet")
+    return reasons
+
+
+def request_approve(*, request: DataSubjectRequest, actor: Actor) -> DataSubjectRequest:
+    """verified → approved; the pipeline then plans its Mixpanel tasks."""
+
+    def check(current: DataSubjectRequest) -> None:
+        if not current.distinct_ids:
+            raise ServiceError(f"Request {current.reference} has no Mixpanel distinct id: add one before approving.")
+
+    request.refresh_from_db(fields=["distinct_ids"])
+    return _transition(
+        request=request,
+        action="approve",
+        actor=actor,
+        updates={"approved_at": timezone.now(), "approved_by_id": int(actor.id) if actor.id else None},
+        check=check,
+    )
+
+
+def request_reject(*, request: DataSubjectRequest, reason: str, actor: Actor) -> DataSubjectRequest:
+    reason = _require_reason(reason, "reject a request")
+    return _transition(
+        request=request,
+        action="reject",
+        actor=actor,
+        updates={"rejection_reason": reason},
+        payload={"reason_length": len(reason)},
+    )
+
+
+def request_hold(*, request: DataSubjectRequest, reason: str, actor: Actor) -> DataSubjectRequest:
+    reason = _require_reason(reason, "put a request on hold")
+    return _transition(request=request, action="hold", actor=actor, updates={"hold_reason": reason})
+
+
+def request_resume(*, request: DataSubjectRequest, actor: Actor, reason: str = "") -> DataSubjectRequest:
+    return _transition(request=request, action="resume", actor=actor)
+
+
+def request_cancel(*, request: DataSubjectRequest, actor: Actor, reason: str = "") -> DataSubjectRequest:
+    """Withdraw a request (by the subject or staff). ServiceError when a withdrawal blocker says it is too late."""
+    blocker = _registered_blocker(request)
+    if blocker:
+        raise ServiceError(blocker)
+    return _transition(
+        request=request,
+        action="cancel",
+        actor=actor,
+        updates={"closing_note": reason.strip()} if reason.strip() else {},
+    )
+
+
+_withdrawal_blockers: list[Callable[[DataSubjectRequest], str]] = []
+
+
+def register_withdrawal_blocker(blocker: Callable[[DataSubjectRequest], str]) -> None:
+    """``blocker(request)`` says why the request can no longer be withdrawn ("" when it can). Connected in
+    AppConfig.ready() (the pipeline's: Mixpanel has started the deletion)."""
+    if blocker not in _withdrawal_blockers:
+        _withdrawal_blockers.append(blocker)
+
+
+def _registered_blocker(request: DataSubjectRequest) -> str:
+    for blocker in list(_withdrawal_blockers):
+        reason = blocker(request)
+        if reason:
+            return reason
+    return ""
+
+
+def withdrawal_blocker(request: DataSubjectRequest) -> str:
+    """Why the request cannot be withdrawn now ("" when the subject or staff may): closed, or a blocker's reason.
+    The one place this rule is checked; request_cancel applies the same blockers."""
+    if request.status not in states.OPEN_STATES:
+        return "This request is closed, so there is nothing left to withdraw."
+    return _registered_blocker(request)
+
+
+def request_expire(*, request: DataSubjectRequest) -> DataSubjectRequest:
+    return _transition(request=request, action="expire", actor=Actor.system())
+
+
+def request_start_processing(*, request: DataSubjectRequest, task_count: int) -> DataSubjectRequest:
+    return _transition(
+        request=request, action="start_processing", actor=Actor.system(), payload={"task_count": task_count}
+    )
+
+
+def request_complete(*, request: DataSubjectRequest, closing_note: str = "") -> DataSubjectRequest:
+    return _transition(request=request, action="complete", actor=Actor.system(), updates={"closing_note": closing_note})
+
+
+def request_fail(*, request: DataSubjectRequest, why: str) -> DataSubjectRequest:
+    """processing → failed: waits for staff. ``why`` must not contain personal data."""
+    return _transition(request=request, action="fail", actor=Actor.system(), payload={"why": why[:200]})
+
+
+def request_retry(*, request: DataSubjectRequest, actor: Actor) -> DataSubjectRequest:
+    return _transition(request=request, action="retry", actor=actor)
+
+
+def request_extend(*, request: DataSubjectRequest, reason: str, actor: Actor) -> DataSubjectRequest:
+    """Extend the deadline once, as the request's law allows; the subject is told (portal hook)."""
+    reason = _require_reason(reason, "extend a deadline")
+    with transaction.atomic():
+        locked = DataSubjectRequest.objects.select_for_update().get(pk=request.pk)
+        if locked.status not in states.OPEN_STATES:
+            raise ServiceError(f"Request {locked.reference} is {locked.status}: a closed request cannot be extended.")
+        if locked.extended_at is not None:
+            raise ServiceError(f"Request {locked.reference} was already extended once; the law allows one extension.")
+        new_due = states.extended_due_date(locked.regulation, _local_date(locked.received_at))
+        now = timezone.now()
+        moved = DataSubjectRequest.objects.filter(pk=locked.pk, extended_at__isnull=True).update(
+            due_at=new_due,
+            extended_at=now,
+            extension_reason=reason,
+            extended_by_id=int(actor.id) if actor.id else None,
+            updated_at=now,
+        )
+        if moved != 1:  # pragma: no cover - the row lock makes this unreachable
+            raise ServiceError(f"Request {locked.reference} was extended by someone else.")
+        audit_record(
+            action="request.extended",
+            actor=actor,
+            request_reference=locked.reference,
+            payload={"from_due_at": locked.due_at.isoformat(), "to_due_at": new_due.isoformat()},
+        )
+        request_id = locked.pk
+        for hook in list(_after_transition_hooks):
+            transaction.on_commit(lambda hook=hook: hook(request_id, "extend", locked.status))
+    request.refresh_from_db()
+    return request
+
+
+def request_set_distinct_ids(
+    *, request: DataSubjectRequest, distinct_ids: Sequence[str], actor: Actor
+) -> DataSubjectRequest:
+    """Add or correct the subject's Mixpanel ids; only before approval."""
+    ids = clean_distinct_ids(distinct_ids)
+    with transaction.atomic():
+        locked = DataSubjectRequest.objects.select_for_update().get(pk=request.pk)
+        if locked.status not in (states.UNVERIFIED, states.VERIFIED, states.ON_HOLD):
+            raise ServiceError(
+                f"Request {locked.reference} is {locked.status}: distinct ids can only change before approval."
+            )
+        before = len(locked.distinct_ids)
+        locked.distinct_ids = ids
+        locked.save(update_fields=["distinct_ids", "updated_at"])
+        audit_record(
+            action="request.distinct_ids_changed",
+            actor=actor,
+            request_reference=locked.reference,
+            payload={"count_before": before, "count_after": len(ids)},
+        )
+    request.distinct_ids = ids
+    return request
+
+
+def request_set_projects(
+    *, request: DataSubjectRequest, projects: Sequence[MixpanelProject], actor: Actor
+) -> DataSubjectRequest:
+    with transaction.atomic():
+        locked = DataSubjectRequest.objects.select_for_update().get(pk=request.pk)
+        if locked.status not in (states.UNVERIFIED, states.VERIFIED, states.ON_HOLD):
+            raise ServiceError(
+                f"Request {locked.reference} is {locked.status}: projects can only change before approval."
+            )
+        locked.projects.set(projects)
+        audit_record(
+            action="request.projects_changed",
+            actor=actor,
+            request_reference=locked.reference,
+            payload={"projects": sorted(p.name for p in projects)},
+        )
+    return request
+
+
+def request_assign(*, request: DataSubjectRequest, assignee: Any, actor: Actor) -> DataSubjectRequest:
+    with transaction.atomic():
+        DataSubjectRequest.objects.filter(pk=request.pk).update(assignee=assignee, updated_at=timezone.now())
+        audit_record(
+            action="request.assigned",
+            actor=actor,
+            request_reference=request.reference,
+            payload={"assignee": assignee.get_username() if assignee else None},
+        )
+    request.assignee = assignee
+    return request
+
+
+def request_add_note(*, request: DataSubjectRequest, note: str, actor: Actor) -> RequestNote:
+    """An internal note. The trail records that it was written, not its text (it may mention the person)."""
+    note = _require_reason(note, "add a note")
+    with transaction.atomic():
+        created = RequestNote.objects.create(request=request, author_id=int(actor.id) if actor.id else None, text=note)
+        audit_record(
+            action="request.note_added",
+            actor=actor,
+            request_reference=request.reference,
+            payload={"note_id": created.pk, "length": len(note)},
+        )
+    return created

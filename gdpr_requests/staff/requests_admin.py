@@ -1,0 +1,673 @@
+"""The request queue and the request page.
+
+Staff never edit a request's fields: every change is an action with its own small form page that calls one
+service (which audits it). The change page is therefore a read-only view with action buttons, the request's
+timeline, its Mixpanel tasks, its export and its internal notes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.db.models import BooleanField, Case, QuerySet, Value, When
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.html import format_html, format_html_join
+
+from gdpr_requests import crypto, pipeline
+from gdpr_requests.audit.chain import Actor
+from gdpr_requests.models import DataSubjectRequest, SubjectExport
+from gdpr_requests.requests import selectors, services, states
+from gdpr_requests.staff import forms as action_forms
+from gdpr_requests.staff import services as staff_services
+from gdpr_requests.staff.common import REFUSALS, can_work, render_form_page
+from gdpr_requests.staff.filters import (
+    DueSoonFilter,
+    NeedsAttentionFilter,
+    OpenFilter,
+    OverdueFilter,
+    ReceivedRangeFilter,
+)
+
+PRE_APPROVAL = frozenset({states.UNVERIFIED, states.VERIFIED, states.ON_HOLD})
+TIMELINE_LIMIT = 200
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def due_phrase(request: DataSubjectRequest, today: date | None = None) -> tuple[str, str]:
+    """("in 3 days", css class) for an open request; closed requests are no longer due."""
+    if request.status not in states.OPEN_STATES:
+        return "closed", "dsr-due-closed"
+    days = request.days_until_due(today)
+    if days < 0:
+        return f"overdue by {_plural(-days, 'day')}", "dsr-due-overdue"
+    if days == 0:
+        return "due today", "dsr-due-overdue"
+    if days <= 3:
+        return f"in {_plural(days, 'day')}", "dsr-due-soon"
+    if days <= 7:
+        return f"in {days} days", "dsr-due-week"
+    return f"in {days} days", "dsr-due-later"
+
+
+def _withdrawal_blockers(request: DataSubjectRequest) -> list[str]:
+    if request.status not in states.OPEN_STATES:
+        return []
+    reason = services.withdrawal_blocker(request)
+    return [reason] if reason else []
+
+
+def _retry_tasks(request: DataSubjectRequest, actor: Actor) -> None:
+    pipeline.request_retry_tasks(request=request, actor=actor)
+
+
+# --- Actions ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RequestAction:
+    """One button on the request page: its form page asks for what ``run`` needs and calls one service."""
+
+    slug: str
+    label: str
+    title: str
+    shown: Callable[[DataSubjectRequest], bool]
+    run: Callable[[DataSubjectRequest, dict[str, Any], Actor], str]
+    form: Callable[[Any, DataSubjectRequest], forms.Form] = lambda data, request: action_forms.ConfirmForm(data)
+    blockers: Callable[[DataSubjectRequest], list[str]] = lambda request: []
+    explain: Callable[[DataSubjectRequest], str] = lambda request: ""
+    danger: bool = False
+    submit: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _reason_form(label: str, help_text: str = "", *, required: bool = True) -> Callable[..., forms.Form]:
+    return lambda data, request: action_forms.ReasonForm(data, label=label, help_text=help_text, required=required)
+
+
+def _approve(request: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
+    services.request_approve(request=request, actor=actor)
+    return f"Approved {request.reference}: its Mixpanel tasks will be planned and submitted."
+
+
+def _reject(request: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
+    services.request_reject(request=request, reason=data["reason"], actor=actor)
+    return f"Rejected {request.reference}; the requester is told why."
+
+
+def _hold(request: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
+    services.request_hold(request=request, reason=data["reason"], actor=actor)
+    return f"Put {request.reference} on hold."
+
+
+def _resume(request: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
+    services.request_resume(request=request, actor=actor, reason=data.get("reason", ""))
+    return f"Resumed {request.reference}: it is {request.get_status_display().lower()} again."
+
+
+def _extend(request: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
+    services.request_extend(request=request, reason=data["reason"], actor=actor)
+    return f"Extended {request.reference}: now due {date_format(request.due_at)}. The requester is told."
+
+
+def _explain_extend(request: DataSubjectRequest) -> str:
+    rule = states.DEADLINE_RULES[request.regulation]
+    new_due = states.extended_due_date(request.regulation, timezone.localtime(request.received_at).date())
+    return (
+        f"{request.get_regulation_display()} allows one extension by {rule.extension_description}: the new due "
+        f"date will be {date_format(new_due)}. The requester is emailed the new date and your reason."
+    )
+
+
+def _record_identity(request: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
+    services.request_record_identity(request=request, how=data["how"], actor=actor)
+    return f"Recorded the identity check for {request.reference}: it is verified."
+
+
+def _set_distinct_ids(request: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
+    services.request_set_distinct_ids(request=request, distinct_ids=data["distinct_ids"], actor=actor)
+    return f"Saved {_plural(len(request.distinct_ids), 'distinct id')} for {request.reference}."
+
+
+def _distinct_ids_form(data: Any, request: DataSubjectRequest) -> forms.Form:
+    return action_forms.DistinctIdsForm(data, initial={"distinct_ids": "\n".join(request.distinct_ids)})
+
+
+def _set_projects(request: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
+    projects = list(data["projects"])
+    services.request_set_projects(request=request, projects=projects, actor=actor)
+    return f"{request.reference} now applies to {_plural(len(projects), 'project')}."
+
+
+def _projects_form(data: Any, request: DataSubjectRequest) -> forms.Form:
+    return action_forms.ProjectsForm(data, initial={"projects": list(request.projects.all())})
+
+
+def _retry(request: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
+    _retry_tasks(request, actor)
+    return f"Retrying the failed Mixpanel tasks of {request.reference}."
+
+
+def _cancel(request: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
+    services.request_cancel(request=request, actor=actor, reason=data.get("reason", ""))
+    return f"Cancelled {request.reference}; the requester is told."
+
+
+def _resend(request: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
+    staff_services.request_resend_verification(request=request, actor=actor)
+    return f"Sent {request.reference}'s requester a new confirmation link."
+
+
+def _assign(request: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
+    assignee = data["assignee"]
+    services.request_assign(request=request, assignee=assignee, actor=actor)
+    return (
+        f"Assigned {request.reference} to {assignee.get_username()}."
+        if assignee
+        else f"Unassigned {request.reference}."
+    )
+
+
+def _assign_form(data: Any, request: DataSubjectRequest) -> forms.Form:
+    return action_forms.AssignForm(data, initial={"assignee": request.assignee_id})
+
+
+def _note(request: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
+    services.request_add_note(request=request, note=data["note"], actor=actor)
+    return f"Added a note to {request.reference}."
+
+
+REQUEST_ACTIONS: dict[str, RequestAction] = {
+    action.slug: action
+    for action in [
+        RequestAction(
+            "approve",
+            "Approve",
+            "Approve request",
+            lambda r: r.status in PRE_APPROVAL,
+            _approve,
+            blockers=services.approval_blockers,
+            explain=lambda r: "Approving starts processing: the request's Mixpanel tasks are planned and submitted.",
+        ),
+        RequestAction(
+            "verify-identity",
+            "Record identity check",
+            "Record how identity was checked",
+            lambda r: r.status == states.UNVERIFIED,
+            _record_identity,
+            form=lambda data, r: action_forms.IdentityForm(data),
+        ),
+        RequestAction(
+            "distinct-ids",
+            "Distinct ids",
+            "Add or correct Mixpanel distinct ids",
+            lambda r: r.status in PRE_APPROVAL,
+            _set_distinct_ids,
+            form=_distinct_ids_form,
+        ),
+        RequestAction(
+            "projects",
+            "Projects",
+            "Choose the Mixpanel projects",
+            lambda r: r.status in PRE_APPROVAL,
+            _set_projects,
+            form=_projects_form,
+        ),
+        RequestAction("assign", "Assign", "Assign to a staff member", lambda r: r.is_open, _assign, form=_assign_form),
+        RequestAction(
+            "note",
+            "Add note",
+            "Add an internal note",
+            lambda r: True,
+            _note,
+            form=lambda data, r: action_forms.NoteForm(data),
+        ),
+        RequestAction(
+            "extend",
+            "Extend deadline",
+            "Extend the deadline",
+            lambda r: r.is_open and not r.is_extended,
+            _extend,
+            form=_reason_form("Reason for the extension", "Shown to the requester."),
+            explain=_explain_extend,
+        ),
+        RequestAction(
+            "hold",
+            "Put on hold",
+            "Put on hold",
+            lambda r: r.status in states.TRANSITIONS["hold"].sources,
+            _hold,
+            form=_reason_form("Reason for the hold", "Internal."),
+        ),
+        RequestAction(
+            "resume",
+            "Resume",
+            "Resume",
+            lambda r: r.status == states.ON_HOLD,
+            _resume,
+            form=_reason_form("Note", "Optional.", required=False),
+        ),
+        RequestAction(
+            "retry",
+            "Retry failed tasks",
+            "Retry failed Mixpanel tasks",
+            lambda r: r.status == states.FAILED,
+            _retry,
+            explain=lambda r: "Creates new Mixpanel tasks for the parts that failed; the request is approved again.",
+        ),
+        RequestAction(
+            "resend-verification",
+            "Resend confirmation email",
+            "Resend the confirmation email",
+            lambda r: r.status == states.UNVERIFIED,
+            _resend,
+            explain=lambda r: "The requester gets a new confirmation link; links sent before stop working.",
+        ),
+        RequestAction(
+            "reject",
+            "Reject",
+            "Reject request",
+            lambda r: r.status in states.TRANSITIONS["reject"].sources,
+            _reject,
+            form=_reason_form("Reason for rejecting", "Shown to the requester: write it for them."),
+            danger=True,
+        ),
+        RequestAction(
+            "cancel",
+            "Cancel",
+            "Cancel request",
+            lambda r: r.is_open,
+            _cancel,
+            form=_reason_form("Closing note", "Optional.", required=False),
+            blockers=_withdrawal_blockers,
+            danger=True,
+            explain=lambda r: (
+                "Withdraws the request for good (for example when the requester asks to). The requester is told."
+            ),
+        ),
+    ]
+}
+
+
+# --- The admin ----------------------------------------------------------------------------------------
+class DataSubjectRequestAdmin(admin.ModelAdmin):
+    list_display = [
+        "reference",
+        "kind",
+        "regulation",
+        "status_badge",
+        "received_on",
+        "due",
+        "assignee",
+        "projects_display",
+    ]
+    list_display_links = ["reference"]
+    list_filter = [
+        OpenFilter,
+        "status",
+        "kind",
+        "regulation",
+        OverdueFilter,
+        DueSoonFilter,
+        NeedsAttentionFilter,
+        "projects",
+        "channel",
+        ReceivedRangeFilter,
+    ]
+    list_select_related = ["assignee"]
+    ordering = ["due_at", "id"]
+    search_fields = ["reference"]
+    search_help_text = "A reference (DSR-…), or the requester's exact email address."
+    actions = ["approve_selected", "assign_selected", "reject_selected"]
+    readonly_fields = [
+        "status_badge",
+        "due_summary",
+        "projects_display",
+        "attention_display",
+        "distinct_ids_display",
+        "email_hash_short",
+    ]
+
+    # --- permissions: reading is the model's view permission; every write is an action ------------------
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # No raw edits at all, superusers included: the change page is a view with action buttons.
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Every request has audit events from the moment it exists, and those must keep pointing at it.
+        return False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return super().has_add_permission(request) and can_work(request)
+
+    def has_work_permission(self, request: HttpRequest) -> bool:
+        return can_work(request)
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    # --- the list -----------------------------------------------------------------------------------
+    def get_queryset(self, request: HttpRequest) -> QuerySet[DataSubjectRequest]:
+        # One query for the page, one for its projects, whatever the page size.
+        return (
+            super()
+            .get_queryset(request)
+            .prefetch_related("projects")
+            .annotate(
+                needs_attention=Case(
+                    When(selectors.needs_attention_q(), then=Value(True)),
+                    default=Value(False),
+                    output_field=BooleanField(),
+                )
+            )
+        )
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
+        term = search_term.strip()
+        if "@" in term:
+            # Exact match on the keyed hash: the clear-text column is never scanned (and may be purged).
+            return queryset.filter(email_hash=crypto.email_hash(term)), False
+        return super().get_search_results(request, queryset, term.upper())
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: DataSubjectRequest) -> str:
+        flag = ""
+        if getattr(obj, "needs_attention", False):
+            flag = format_html(' <span class="dsr-flag" title="{}">{}</span>', "Needs attention", "needs attention")
+        return format_html(
+            '<span class="dsr-status dsr-status-{}">{}</span>{}', obj.status, obj.get_status_display(), flag
+        )
+
+    @admin.display(description="received", ordering="received_at")
+    def received_on(self, obj: DataSubjectRequest) -> str:
+        return date_format(timezone.localtime(obj.received_at).date())
+
+    @admin.display(description="due", ordering="due_at")
+    def due(self, obj: DataSubjectRequest) -> str:
+        phrase, css = due_phrase(obj)
+        return format_html(
+            '<span class="dsr-due {}">{}</span><br><span class="dsr-due-date">{}</span>',
+            css,
+            phrase,
+            date_format(obj.due_at),
+        )
+
+    @admin.display(description="projects")
+    def projects_display(self, obj: DataSubjectRequest) -> str:
+        return ", ".join(project.name for project in obj.projects.all()) or "—"
+
+    # --- the request page ---------------------------------------------------------------------------
+    @admin.display(description="due")
+    def due_summary(self, obj: DataSubjectRequest) -> str:
+        phrase, css = due_phrase(obj)
+        return format_html('{} <span class="dsr-due {}">({})</span>', date_format(obj.due_at), css, phrase)
+
+    @admin.display(description="needs attention")
+    def attention_display(self, obj: DataSubjectRequest) -> str:
+        reasons = selectors.attention_reasons(obj)
+        return "; ".join(reasons) if reasons else "No"
+
+    @admin.display(description="Mixpanel distinct ids")
+    def distinct_ids_display(self, obj: DataSubjectRequest) -> str:
+        if not obj.distinct_ids:
+            return "None yet"
+        return format_html_join("", '<code class="dsr-id">{}</code><br>', ((value,) for value in obj.distinct_ids))
+
+    @admin.display(description="email hash")
+    def email_hash_short(self, obj: DataSubjectRequest) -> str:
+        return f"{obj.email_hash[:16]}…"
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list[tuple[str, dict[str, Any]]]:
+        # Auditors see what happened and when; the requester's contact details and ids are for staff only.
+        staff = can_work(request)
+        requester = (
+            ["requester_name", "requester_email", "message", "email_hash_short"] if staff else ["email_hash_short"]
+        )
+        ids = ["distinct_ids_display"] if staff else []
+        return [
+            (
+                "Request",
+                {
+                    "fields": [
+                        "reference",
+                        "status_badge",
+                        "attention_display",
+                        "kind",
+                        "regulation",
+                        "disclosure_type",
+                        "channel",
+                        "assignee",
+                        "projects_display",
+                    ]
+                },
+            ),
+            (
+                "Deadline",
+                {
+                    "fields": [
+                        "received_at",
+                        "due_summary",
+                        "original_due_at",
+                        "extended_at",
+                        "extended_by",
+                        "extension_reason",
+                    ]
+                },
+            ),
+            ("Requester", {"fields": requester}),
+            ("Identity and Mixpanel ids", {"fields": ["verified_at", "verified_by", "identity_verification", *ids]}),
+            (
+                "Outcome",
+                {
+                    "fields": [
+                        "status_changed_at",
+                        "approved_at",
+                        "approved_by",
+                        "hold_reason",
+                        "rejection_reason",
+                        "closed_at",
+                        "closing_note",
+                    ]
+                },
+            ),
+        ]
+
+    def _workspace_context(self, request: HttpRequest, obj: DataSubjectRequest) -> dict[str, Any]:
+        buttons = []
+        if can_work(request):
+            for action in REQUEST_ACTIONS.values():
+                if not action.shown(obj):
+                    continue
+                blockers = action.blockers(obj)
+                buttons.append(
+                    {
+                        "label": action.label,
+                        "url": reverse("admin:gdpr_requests_datasubjectrequest_action", args=[obj.pk, action.slug]),
+                        "enabled": not blockers,
+                        "why_not": f"Cannot {action.label.lower()}: {'; '.join(blockers)}." if blockers else "",
+                        "danger": action.danger,
+                    }
+                )
+        timeline = selectors.request_timeline(obj)
+        return {
+            "action_buttons": buttons,
+            "timeline": list(timeline[:TIMELINE_LIMIT]),
+            "timeline_total": timeline.count(),
+            "tasks": list(selectors.request_tasks(obj)),
+            "export": SubjectExport.objects.filter(request=obj).first(),
+            "notes": list(obj.notes.select_related("author"))
+            if request.user.has_perm("gdpr_requests.view_requestnote")
+            else None,
+        }
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        obj = self.get_object(request, unquote(object_id))
+        context = dict(extra_context or {})
+        if obj is not None and self.has_view_permission(request, obj):
+            context.update(self._workspace_context(request, obj))
+        return super().change_view(request, object_id, form_url, context)
+
+    # --- intake: staff enter a request received by letter, phone or email ------------------------------
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = action_forms.IntakeForm(request.POST if request.method == "POST" else None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                created = services.request_create(actor=Actor.staff(request.user), **form.service_arguments())
+            except REFUSALS as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            else:
+                self.message_user(
+                    request, f"Entered {created.reference} ({created.get_status_display().lower()}).", messages.SUCCESS
+                )
+                return HttpResponseRedirect(reverse("admin:gdpr_requests_datasubjectrequest_change", args=[created.pk]))
+        return render_form_page(
+            self,
+            request,
+            title="Enter a request received by staff",
+            form=form,
+            context={"submit_label": "Enter request", "add": True},
+        )
+
+    # --- one page per action ------------------------------------------------------------------------
+    def get_urls(self) -> list[Any]:
+        own = [
+            path(
+                "<path:object_id>/act/<slug:action>/",
+                self.admin_site.admin_view(self.action_view),
+                name="gdpr_requests_datasubjectrequest_action",
+            ),
+        ]
+        return own + super().get_urls()
+
+    def action_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
+        if not can_work(request) or not self.has_view_permission(request):
+            raise PermissionDenied
+        spec = REQUEST_ACTIONS.get(action)
+        if spec is None:
+            raise Http404("No such action.")
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            raise Http404("No such request.")
+        posted = request.method == "POST"
+        form = spec.form(request.POST if posted else None, obj)
+        if posted and form.is_valid():
+            try:
+                message = spec.run(obj, form.cleaned_data, Actor.staff(request.user))
+            except REFUSALS as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            else:
+                self.message_user(request, message, messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:gdpr_requests_datasubjectrequest_change", args=[obj.pk]))
+            obj.refresh_from_db()
+        blockers = spec.blockers(obj)
+        return render_form_page(
+            self,
+            request,
+            title=f"{spec.title}: {obj.reference}",
+            form=form,
+            obj=obj,
+            context={
+                "explain": spec.explain(obj),
+                "blockers": blockers,
+                "blocked_reason": f"Cannot {spec.label.lower()}: {'; '.join(blockers)}." if blockers else "",
+                "submit_label": spec.label,
+                "danger": spec.danger,
+                "status_label": obj.get_status_display(),
+            },
+        )
+
+    # --- bulk actions on the list --------------------------------------------------------------------
+    def _each(
+        self, request: HttpRequest, queryset: QuerySet, verb: str, run: Callable[[DataSubjectRequest, Actor], Any]
+    ) -> None:
+        actor = Actor.staff(request.user)
+        done: list[str] = []
+        refused: list[str] = []
+        for dsr in queryset.order_by("due_at", "id"):
+            try:
+                run(dsr, actor)
+            except REFUSALS as exc:
+                refused.append(str(exc))
+            else:
+                done.append(dsr.reference)
+        if done:
+            self.message_user(request, f"{verb} {_plural(len(done), 'request')}: {', '.join(done)}.", messages.SUCCESS)
+        for message in refused:
+            self.message_user(request, message, messages.ERROR)
+
+    def _bulk_page(
+        self, request: HttpRequest, queryset: QuerySet, form: forms.Form, *, action: str, title: str, submit: str
+    ) -> HttpResponse:
+        return render_form_page(
+            self,
+            request,
+            title=title,
+            form=form,
+            template="admin/gdpr_requests/bulk_action.html",
+            context={
+                "queryset": queryset.order_by("due_at", "id"),
+                "action_name": action,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                "select_across": request.POST.get("select_across", "0"),
+                "submit_label": submit,
+            },
+        )
+
+    @admin.action(description="Approve selected requests", permissions=["work"])
+    def approve_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._each(request, queryset, "Approved", lambda dsr, actor: services.request_approve(request=dsr, actor=actor))
+
+    @admin.action(description="Assign selected requests to…", permissions=["work"])
+    def assign_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        applying = "apply" in request.POST
+        form = action_forms.AssignForm(request.POST if applying else None)
+        if applying and form.is_valid():
+            assignee = form.cleaned_data["assignee"]
+            self._each(
+                request,
+                queryset,
+                f"Assigned to {assignee.get_username()}" if assignee else "Unassigned",
+                lambda dsr, actor: services.request_assign(request=dsr, assignee=assignee, actor=actor),
+            )
+            return None
+        return self._bulk_page(
+            request, queryset, form, action="assign_selected", title="Assign requests", submit="Assign"
+        )
+
+    @admin.action(description="Reject selected requests (one reason)…", permissions=["work"])
+    def reject_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        applying = "apply" in request.POST
+        form = action_forms.ReasonForm(
+            request.POST if applying else None,
+            label="Reason for rejecting",
+            help_text="Shown to every requester of the selected requests.",
+        )
+        if applying and form.is_valid():
+            reason = form.cleaned_data["reason"]
+            self._each(
+                request,
+                queryset,
+                "Rejected",
+                lambda dsr, actor: services.request_reject(request=dsr, reason=reason, actor=actor),
+            )
+            return None
+        return self._bulk_page(
+            request, queryset, form, action="reject_selected", title="Reject requests", submit="Reject"
+        )

@@ -1,1 +1,0 @@
-"""Views, one module per face: portal (the public), reports (auditors), ops (health, metrics)."""

@@ -1,0 +1,221 @@
+"""Email verification pages, new links, and the expiry of unconfirmed requests."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.core import mail
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from gdpr_requests.models import AuditEvent, DataSubjectRequest
+from gdpr_requests.requests import expiry, states, tokens
+
+pytestmark = pytest.mark.django_db
+
+
+def path_of(url: str) -> str:
+    return re.sub(r"^https?://[^/]+", "", url)
+
+
+def verify_path(dsr) -> str:
+    return reverse("portal:verify", args=[tokens.make_token(dsr, tokens.VERIFY)])
+
+
+def assert_private(response) -> None:
+    assert response["Referrer-Policy"] == "no-referrer"
+    assert "no-store" in response["Cache-Control"]
+
+
+def test_opening_the_link_shows_a_confirm_button_and_changes_nothing(client, make_request):
+    dsr = make_request()
+    events = AuditEvent.objects.count()
+    response = client.get(verify_path(dsr))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Confirm my request" in html and dsr.reference in html
+    assert 'method="post"' in html
+    assert_private(response)
+    dsr.refresh_from_db()
+    assert dsr.status == states.UNVERIFIED and dsr.verified_at is None
+    assert AuditEvent.objects.count() == events
+    # HEAD, as some mail scanners send, changes nothing either
+    assert client.head(verify_path(dsr)).status_code == 200
+    dsr.refresh_from_db()
+    assert dsr.status == states.UNVERIFIED
+
+
+def test_pressing_confirm_verifies_the_request_and_shows_its_status(
+    client, make_request, celery_eager, django_capture_on_commit_callbacks
+):
+    dsr = make_request()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(verify_path(dsr))
+    assert response.status_code == 302
+    assert response["Location"].startswith("/status/") and response["Location"].endswith("?confirmed=1")
+    assert_private(response)
+    dsr.refresh_from_db()
+    assert dsr.status == states.VERIFIED
+    event = AuditEvent.objects.get(request_reference=dsr.reference, action="request.verify")
+    assert event.actor_type == "subject"
+    page = client.get(response["Location"])
+    assert page.status_code == 200
+    assert "your email address is confirmed" in page.content.decode()
+    assert [m.subject for m in mail.outbox] == [f"We have confirmed your privacy request {dsr.reference}"]
+
+
+def test_a_used_link_gets_a_clear_page_and_changes_nothing(client, make_request):
+    dsr = make_request()
+    path = verify_path(dsr)
+    client.post(path)
+    events = AuditEvent.objects.count()
+    for response in (client.get(path), client.post(path)):
+        assert response.status_code == 410
+        assert "This link has already been used" in response.content.decode()
+        assert 'action="/link/"' in response.content.decode()
+        assert_private(response)
+    assert AuditEvent.objects.count() == events
+
+
+def test_an_expired_link_offers_a_new_one(client, make_request, settings):
+    dsr = make_request()
+    path = verify_path(dsr)
+    with time_machine.travel(timezone.now() + timedelta(hours=settings.DSR_VERIFICATION_HOURS, minutes=1)):
+        response = client.post(path)
+    assert response.status_code == 410
+    html = response.content.decode()
+    assert "This link has expired" in html and "Send me a new link" in html
+    assert_private(response)
+    dsr.refresh_from_db()
+    assert dsr.status == states.UNVERIFIED
+
+
+@pytest.mark.parametrize("token", ["nonsense", "x" * 400, "%00", "é:é:é", "eyJyIjoxfQ:1tX:abc"])
+def test_a_forged_link_gets_a_clear_page_not_an_error(client, db, token):
+    response = client.get(f"/verify/{token}/")
+    assert response.status_code == 404
+    assert "This link does not work" in response.content.decode()
+    assert_private(response)
+
+
+def test_asking_for_a_new_link_revokes_the_old_one_and_sends_a_fresh_one(
+    client, make_request, celery_eager, django_capture_on_commit_callbacks
+):
+    dsr = make_request(email="ana@example.org")
+    old_path = verify_path(dsr)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse("portal:resend"), {"email": "Ana@Example.org"})
+    assert response.status_code == 302 and response["Location"] == reverse("portal:links_sent")
+    assert client.get(old_path).status_code == 404
+    (message,) = mail.outbox
+    (link,) = [u for u in re.findall(r"http://\S+", message.body) if "/verify/" in u]
+    assert client.post(path_of(link)).status_code == 302
+    dsr.refresh_from_db()
+    assert dsr.status == states.VERIFIED
+    assert AuditEvent.objects.filter(request_reference=dsr.reference, action="request.links_resent").exists()
+
+
+def test_a_new_link_for_a_confirmed_request_is_a_status_link(
+    client, make_request, celery_eager, django_capture_on_commit_callbacks
+):
+    from gdpr_requests.requests import services
+
+    services.request_confirm_email(request=make_request(email="ana@example.org"))
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("portal:resend"), {"email": "ana@example.org"})
+    (message,) = mail.outbox
+    (link,) = [u for u in re.findall(r"http://\S+", message.body) if "/status/" in u]
+    assert client.get(path_of(link)).status_code == 200
+
+
+def test_the_new_link_form_answers_the_same_for_known_and_unknown_addresses(make_request):
+    make_request(email="known@example.org")
+
+    def ask(email: str):
+        client = Client(enforce_csrf_checks=True)
+        client.get(reverse("portal:resend"))
+        token = client.cookies["csrftoken"].value
+        posted = client.post(reverse("portal:resend"), {"email": email, "csrfmiddlewaretoken": token})
+        page = client.get(posted["Location"])
+        strip = lambda r: (r.status_code, {k: v for k, v in r.headers.items()}, r.content)  # noqa: E731
+        return strip(posted), strip(page)
+
+    assert ask("known@example.org") == ask("nobody@example.org")
+
+
+def test_the_new_link_form_is_rate_limited(client, settings, make_request):
+    settings.DSR_PUBLIC_RATE_LIMITS = {"resend": {"ip": (100, 3600), "email": (2, 3600)}}
+    make_request(email="ana@example.org")
+    for _ in range(2):
+        assert client.post(reverse("portal:resend"), {"email": "ana@example.org"}).status_code == 302
+    response = client.post(reverse("portal:resend"), {"email": "ana@example.org"})
+    assert response.status_code == 429
+    assert "Too many attempts" in response.content.decode()
+
+
+def test_unconfirmed_requests_expire_after_the_configured_days_and_are_told(
+    make_request, settings, celery_eager, django_capture_on_commit_callbacks
+):
+    old = make_request(email="old@example.org")
+    DataSubjectRequest.objects.filter(pk=old.pk).update(
+        created_at=timezone.now() - timedelta(days=settings.DSR_UNVERIFIED_EXPIRY_DAYS, hours=1)
+    )
+    fresh = make_request(email="fresh@example.org")
+    asked_again = make_request(email="again@example.org")
+    DataSubjectRequest.objects.filter(pk=asked_again.pk).update(
+        created_at=timezone.now() - timedelta(days=settings.DSR_UNVERIFIED_EXPIRY_DAYS + 3),
+        verification_sent_at=timezone.now() - timedelta(days=1),
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        assert expiry.expire_unverified() == 1
+    statuses = dict(DataSubjectRequest.objects.values_list("pk", "status"))
+    assert statuses == {old.pk: states.EXPIRED, fresh.pk: states.UNVERIFIED, asked_again.pk: states.UNVERIFIED}
+    (message,) = mail.outbox
+    assert message.to == ["old@example.org"] and "expired" in message.subject
+    assert expiry.expire_unverified() == 0  # idempotent
+
+
+def _csrf_pair(path: str) -> tuple[Client, str]:
+    client = Client(enforce_csrf_checks=True)
+    page = client.get(path)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.content.decode()).group(1)
+    return client, token
+
+
+@pytest.mark.parametrize(
+    ("headers", "secure", "accepted"),
+    [
+        # What a browser sends from a no-referrer page: Origin "null" and no Referer (over HTTPS too).
+        ({"HTTP_ORIGIN": "null"}, False, True),
+        ({}, True, True),
+        ({"HTTP_ORIGIN": "null"}, True, True),
+        # A foreign origin or referer is still refused.
+        ({"HTTP_ORIGIN": "https://evil.example"}, False, False),
+        ({"HTTP_REFERER": "https://evil.example/page"}, True, False),
+    ],
+)
+def test_confirming_from_a_no_referrer_page_passes_csrf_but_a_foreign_origin_does_not(
+    make_request, headers, secure, accepted
+):
+    dsr = make_request()
+    path = verify_path(dsr)
+    client, token = _csrf_pair(path)
+    response = client.post(path, {"csrfmiddlewaretoken": token}, secure=secure, **headers)
+    dsr.refresh_from_db()
+    assert (response.status_code == 302, dsr.status == states.VERIFIED) == (accepted, accepted)
+    if not accepted:
+        assert response.status_code == 403 and "Please try again" in response.content.decode()
+
+
+def test_the_csrf_token_is_still_required_on_token_pages(make_request):
+    dsr = make_request()
+    client, _token = _csrf_pair(verify_path(dsr))
+    response = client.post(verify_path(dsr), {}, HTTP_ORIGIN="null")
+    assert response.status_code == 403
+    assert response["Referrer-Policy"] == "no-referrer"
+    dsr.refresh_from_db()
+    assert dsr.status == states.UNVERIFIED
