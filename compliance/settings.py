@@ -126,7 +126,7 @@ TEMPLATES = [
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Without IMMEDIATE transactions and WAL, a web process and a worker that both read-then-write inside
-    # atomic() get "database is locked" at once (STACK_NOTES.md).
+    # atomic() get "database is locked" at once (docs/stack-notes.md).
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 20,
         "transaction_mode": "IMMEDIATE",
@@ -331,40 +331,9 @@ if PRODUCTION and GDPR_STEP_LEASE_SECONDS <= CELERY_TASK_TIME_LIMIT:
         f"GDPR_STEP_LEASE_SECONDS must be longer than the Celery hard time limit ({CELERY_TASK_TIME_LIMIT} s) "
         "when DJANGO_ENV=production."
     )
-# Message priorities, so that time-critical messages overtake bulk planning in the one queue that every
-# `celery -A compliance worker` consumes (no extra queue for operators to run).
-#
-# Why: approving 10,000 requests sends 10,000 plan_request messages (one per approval, after its commit). In a
-# first-come-first-served queue, beat's dispatch sweep and the Mixpanel steps waited behind all of them: no
-# Mixpanel call until the whole backlog was planned (benchmarks/README.md, drain.py).
-#
-# How (Celery's "Redis Message Priorities", https://docs.celeryq.dev/en/stable/userguide/routing.html, and
-# kombu.transport.redis): the Redis transport keeps one list per priority step for each queue ("celery",
-# "celery\x06\x163", "celery\x06\x166", "celery\x06\x169" with kombu's default priority_steps [0, 3, 6, 9] and
-# sep "\x06\x16"), and a worker's BRPOP names them in step order: it takes from the most urgent non-empty list,
-# 0 first. We keep those defaults (every publisher, test harnesses included, must agree on the list names;
-# changing either option strands the messages already queued under the old names), and queue_order_strategy
-# too: it orders a worker's *queues*, and there is one; within a queue kombu 5.7 always pops by priority step.
-#   0  dispatch sweep and Mixpanel steps: short (at most one HTTP call), and the project's 1 call/s slot idles
-#      while they wait;
-#   3  everything else: subject emails, settling finished batches, housekeeping sweeps;
-#   9  planning, per approval or the beat's sweep: bulk work that can wait for a free worker (a backlog is then
-#      planned between steps; a part-full deletion batch is held while approved requests that would join it
-#      wait: pipeline/planning.py, batches_awaiting_planning).
-# A running task is never interrupted: a step waits for the tasks the workers have in hand, and with
-# worker_prefetch_multiplier = 1 and acks_late a worker holds no other message meanwhile. One request's planning
-# is short; the beat's planning sweep may run a minute (PLAN_TIME_BUDGET_SECONDS), which is why it does not go
-# ahead of the per-approval messages: behind a backlog it finds little left to do.
-# Chosen over a second queue for the urgent messages (every worker command in Procfile, docker-compose.yml, the
-# Makefile, the docs and the test and benchmark harnesses would have to consume it, and a worker started on one
-# queue only would leave the other's work undone) and over fewer planning messages (approvals commit one at a
-# time, from the admin, the CLI or an import, so one message per commit is still one per request; leaving bulk
-# approvals to the beat's sweep needs a notion of "bulk" and still leaves the sweep itself in the queue). With
-# priorities, a lone approval is still planned at once by an idle worker.
-# Through task_routes, Celery's place for them (the task-level priority attribute is deprecated for Celery 6);
-# no task_default_priority: Task.apply_async would send it as an explicit option, which wins over the routes.
-# The filesystem broker (embedded default) has no priority lists: it ignores them and stays first come, first
-# served, which one machine's demo volumes do not notice.
+# Message priorities on the one queue every worker consumes: 0 for the dispatch sweep and Mixpanel steps, 9 for
+# planning, 3 for everything else, so a bulk approval's planning cannot hold back Mixpanel calls. Why and how, and
+# the alternatives weighed: docs/decisions/celery-message-priorities.md. The filesystem broker ignores them.
 CELERY_TASK_ROUTES = {
     "gdpr_requests.tasks.dispatch_due_tasks": {"priority": 0},
     "gdpr_requests.tasks.run_mixpanel_task": {"priority": 0},
