@@ -1,8 +1,8 @@
 """Auditor reports: the data behind the compliance summary and the per-request evidence pack.
 
-The builders here return plain data (numbers already formatted for display where a page and a PDF must agree);
-``gdpr_requests.pdf`` renders it with ReportLab and ``gdpr_requests.views.reports`` renders it as HTML. Reading
-a report is itself audited (``report_record_access``).
+The builders here return plain data (numbers already formatted for display where a page and a PDF must agree),
+so the HTML page (``reports.views``) and the PDF (``reports.pdf``, ReportLab) cannot disagree about a number.
+Reading a report is itself audited (``report_record_access``).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import io
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from xml.sax.saxutils import escape
 
 from django.conf import settings
@@ -28,6 +28,7 @@ from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen import canvas as rl_canvas
 from reportlab.platypus import (
     BaseDocTemplate,
+    CondPageBreak,
     Flowable,
     Frame,
     PageTemplate,
@@ -37,6 +38,8 @@ from reportlab.platypus import (
 )
 
 from gdpr_requests.reports.summary import NO_VALUE
+
+T = TypeVar("T")
 
 # DejaVu (settings.REPORTS_FONT_DIR) has Latin, Greek and Cyrillic but no CJK: runs of characters it lacks are
 # drawn with settings.REPORTS_FALLBACK_FONT when it is installed (Debian fonts-droid-fallback), else left blank.
@@ -185,6 +188,18 @@ def para(value: Any, style: ParagraphStyle) -> Paragraph:
 def markup(template: str, style: ParagraphStyle, **values: Any) -> Paragraph:
     """A Paragraph from our own markup ``template`` with data ``values`` escaped into it."""
     return Paragraph(template.format(**{name: escape_text(value) for name, value in values.items()}), style)
+
+
+def section_heading(text: str, styles: dict[str, ParagraphStyle], *, room: float = 40 * mm) -> list[Flowable]:
+    """A section's h2, moved to the next page unless ``room`` is left for it and the start of its content."""
+    return [CondPageBreak(room), para(text, styles["h2"])]
+
+
+def table_or_note(
+    rows: Sequence[T], table: Callable[[Sequence[T]], Flowable], note: str, styles: dict[str, ParagraphStyle]
+) -> Flowable:
+    """``table(rows)``, or ``note`` in body text when there are no rows (an empty table says less)."""
+    return table(rows) if rows else para(note, styles["body"])
 
 
 # --- Tables -------------------------------------------------------------------------------------------

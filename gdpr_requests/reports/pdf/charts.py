@@ -28,7 +28,6 @@ from gdpr_requests.reports.pdf.base import (
 from gdpr_requests.reports.summary import SEGMENTS, ComplianceSummary
 
 
-# --- Charts -------------------------------------------------------------------------------------------
 def _nice_step(maximum: float) -> float:
     if maximum <= 5:
         return 1

@@ -1,18 +1,19 @@
-"""The evidence pack as a PDF: the same data as its JSON twin, laid out for reading."""
+"""The evidence pack as a PDF: the same data as its JSON twin, laid out for reading.
+
+The document is ``SECTIONS`` (at the end), in reading order: each section is a function of the pack that returns
+its flowables, so one can be moved, dropped or read without the others.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 from xml.sax.saxutils import escape
 
+from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
-from reportlab.platypus import (
-    CondPageBreak,
-    KeepTogether,
-    Paragraph,
-    Spacer,
-)
+from reportlab.platypus import Flowable, KeepTogether, Paragraph, Spacer
 
 from gdpr_requests.reports.pdf.base import (
     build_document,
@@ -22,11 +23,15 @@ from gdpr_requests.reports.pdf.base import (
     para,
     paragraph_styles,
     register_fonts,
+    section_heading,
 )
 from gdpr_requests.reports.summary import NO_VALUE
 
+Pack = dict[str, Any]
+Styles = dict[str, ParagraphStyle]
+Section = Callable[[Pack, Styles], list[Flowable]]
 
-# --- Evidence pack ------------------------------------------------------------------------------------
+
 def _iso_short(value: str | None) -> str:
     """'2025-03-01T10:20:30+00:00' → '2025-03-01 10:20:30' (the pack keeps full ISO; the PDF is for reading)."""
     if not value:
@@ -41,28 +46,15 @@ def _payload_text(payload: dict[str, Any]) -> str:
     )
 
 
-def _history_rows(history: Any) -> list[list[Any]]:
-    rows = []
-    for entry in history if isinstance(history, list) else []:
-        if isinstance(entry, dict):
-            when = entry.get("at") or entry.get("time") or entry.get("checked_at") or ""
-            status = entry.get("status") or entry.get("remote_status") or ""
-            rest = {k: v for k, v in entry.items() if k not in {"at", "time", "checked_at", "status", "remote_status"}}
-            rows.append([_iso_short(str(when)) if when else NO_VALUE, status, _payload_text(rest)])
-        else:
-            rows.append([NO_VALUE, str(entry), ""])
-    return rows
+def _by_whom(at: str | None, who: str) -> str:
+    return f"{_iso_short(at)} {who}".strip()
 
 
-def render_evidence_pdf(pack: dict[str, Any], *, deterministic: bool = False) -> bytes:
-    """The evidence pack as a PDF: the same data as its JSON twin, laid out for reading."""
-    register_fonts()
-    s = paragraph_styles()
-    req = pack["request"]
-    chain = pack["chain"]
-    story: list[Any] = [
+def _cover(pack: Pack, s: Styles) -> list[Flowable]:
+    """Title, reference and organisation, and the promise that no personal data follows."""
+    return [
         para("Evidence pack", s["title"]),
-        markup("{reference} · {org}", s["subtitle"], reference=req["reference"], org=pack["organisation"]),
+        markup("{reference} · {org}", s["subtitle"], reference=pack["request"]["reference"], org=pack["organisation"]),
         Spacer(1, 3),
         markup(
             "Generated {at} by {who}. Personal data is left out: the requester is identified only by a prefix "
@@ -72,6 +64,12 @@ def render_evidence_pdf(pack: dict[str, Any], *, deterministic: bool = False) ->
             who=pack["generated_by"] or "system",
         ),
         Spacer(1, 6),
+    ]
+
+
+def _request_facts(pack: Pack, s: Styles) -> list[Flowable]:
+    req = pack["request"]
+    return [
         para("The request", s["h2"]),
         facts_table(
             [
@@ -85,15 +83,12 @@ def render_evidence_pdf(pack: dict[str, Any], *, deterministic: bool = False) ->
                 ("Distinct ids", f"{req['distinct_id_count']} (not shown)"),
                 ("Projects", ", ".join(req["projects"])),
                 ("Received", _iso_short(req["received_at"])),
-                ("Verified", f"{_iso_short(req['verified_at'])} {req['verified_by']}".strip()),
-                ("Approved", f"{_iso_short(req['approved_at'])} {req['approved_by']}".strip()),
+                ("Verified", _by_whom(req["verified_at"], req["verified_by"])),
+                ("Approved", _by_whom(req["approved_at"], req["approved_by"])),
                 ("Closed", _iso_short(req["closed_at"])),
                 ("Due (original)", req["original_due_at"]),
                 ("Due (in force)", req["due_at"]),
-                (
-                    "Extended",
-                    f"{_iso_short(req['extended_at'])} {req['extended_by']}".strip() if req["extended_at"] else "no",
-                ),
+                ("Extended", _by_whom(req["extended_at"], req["extended_by"]) if req["extended_at"] else "no"),
                 ("Extension reason", req["extension_reason"]),
                 ("Rejection reason", req["rejection_reason"]),
                 ("Closed on time", NO_VALUE if req["closed_on_time"] is None else req["closed_on_time"]),
@@ -106,6 +101,14 @@ def render_evidence_pdf(pack: dict[str, Any], *, deterministic: bool = False) ->
             mono={"Email hash (prefix)"},
         ),
         Spacer(1, 4),
+    ]
+
+
+def _chain(pack: Pack, s: Styles) -> list[Flowable]:
+    """Where the chain stood when the pack was made, and whether this request's event hashes re-checked."""
+    chain = pack["chain"]
+    verified = chain["request_events_verified"] and chain["task_events_verified"]
+    return [
         para("Chain", s["h2"]),
         facts_table(
             [
@@ -116,7 +119,7 @@ def render_evidence_pdf(pack: dict[str, Any], *, deterministic: bool = False) ->
                 (
                     "Their hashes re-checked",
                     "all match"
-                    if chain["request_events_verified"] and chain["task_events_verified"]
+                    if verified
                     else f"MISMATCH at events {', '.join(map(str, chain['unverified_sequences']))}",
                 ),
             ],
@@ -125,8 +128,10 @@ def render_evidence_pdf(pack: dict[str, Any], *, deterministic: bool = False) ->
         ),
     ]
 
-    story += [CondPageBreak(40 * mm), para(f"Timeline ({len(pack['timeline'])} events)", s["h2"])]
-    story.append(
+
+def _timeline(pack: Pack, s: Styles) -> list[Flowable]:
+    return [
+        *section_heading(f"Timeline ({len(pack['timeline'])} events)", s),
         data_table(
             ["#", "When (UTC)", "Actor", "Action", "Details"],
             [
@@ -141,41 +146,50 @@ def render_evidence_pdf(pack: dict[str, Any], *, deterministic: bool = False) ->
             ],
             [0.6, 1.9, 1.7, 2.5, 3.8],
             styles=s,
-        )
-    )
+        ),
+    ]
 
+
+def _task_events(pack: Pack, s: Styles) -> list[Flowable]:
     task_events = pack["task_events"]
-    if task_events:
-        story += [
-            CondPageBreak(40 * mm),
-            para(f"Events of its Mixpanel tasks ({len(task_events)})", s["h2"]),
-            para(
-                "A deletion coalesced with other requests is one Mixpanel task: what happened to the task is "
-                "recorded against the task, not against any one request, and is listed here.",
-                s["muted"],
-            ),
-            data_table(
-                ["#", "When (UTC)", "Task", "Action", "Details"],
+    if not task_events:
+        return []
+    return [
+        *section_heading(f"Events of its Mixpanel tasks ({len(task_events)})", s),
+        para(
+            "A deletion coalesced with other requests is one Mixpanel task: what happened to the task is "
+            "recorded against the task, not against any one request, and is listed here.",
+            s["muted"],
+        ),
+        data_table(
+            ["#", "When (UTC)", "Task", "Action", "Details"],
+            [
                 [
-                    [
-                        e["sequence"],
-                        _iso_short(e["occurred_at"]),
-                        e["payload"]["task_id"],
-                        e["action"],
-                        _payload_text({k: v for k, v in e["payload"].items() if k != "task_id"}),
-                    ]
-                    for e in task_events
-                ],
-                [0.6, 1.9, 0.8, 2.5, 4.7],
-                styles=s,
-            ),
-        ]
+                    e["sequence"],
+                    _iso_short(e["occurred_at"]),
+                    e["payload"]["task_id"],
+                    e["action"],
+                    _payload_text({k: v for k, v in e["payload"].items() if k != "task_id"}),
+                ]
+                for e in task_events
+            ],
+            [0.6, 1.9, 0.8, 2.5, 4.7],
+            styles=s,
+        ),
+    ]
 
-    story += [CondPageBreak(40 * mm), para(f"Mixpanel tasks ({len(pack['tasks'])})", s["h2"])]
+
+def _tasks(pack: Pack, s: Styles) -> list[Flowable]:
+    heading = section_heading(f"Mixpanel tasks ({len(pack['tasks'])})", s)
     if not pack["tasks"]:
-        story.append(para("No Mixpanel task was created for this request.", s["body"]))
-    for task in pack["tasks"]:
-        block: list[Any] = [
+        return [*heading, para("No Mixpanel task was created for this request.", s["body"])]
+    return [*heading, *(flowable for task in pack["tasks"] for flowable in _task(task, s))]
+
+
+def _task(task: dict[str, Any], s: Styles) -> list[Flowable]:
+    """One Mixpanel task: its facts kept on one page, then its remote status history and its calls."""
+    facts = KeepTogether(
+        [
             markup(
                 "Task {id}: {kind} in {project}", s["h3"], id=task["id"], kind=task["kind"], project=task["project"]
             ),
@@ -198,54 +212,81 @@ def render_evidence_pdf(pack: dict[str, Any], *, deterministic: bool = False) ->
                 mono={"Tracking id"},
             ),
         ]
-        story.append(KeepTogether(block))
-        history = _history_rows(task["status_history"])
-        if history:
-            story += [
-                para("Remote status history", s["small"]),
-                data_table(["When", "Status", "Details"], history, [2, 1.6, 5], styles=s),
-            ]
-        if task["api_calls"]:
-            story += [
-                para("Calls to Mixpanel", s["small"]),
-                data_table(
-                    ["When", "Operation", "HTTP", "Outcome", "ms"],
-                    [
-                        [_iso_short(c["at"]), c["operation"], c["http_status"], c["outcome"], c["duration_ms"]]
-                        for c in task["api_calls"]
-                    ],
-                    [2, 2, 0.8, 1.6, 0.8],
-                    styles=s,
-                ),
-            ]
+    )
+    return [facts, *_status_history(task, s), *_task_calls(task, s)]
 
+
+def _history_rows(history: Any) -> list[list[Any]]:
+    """Mixpanel's status history as rows; its entries are whatever the API sent, so every shape is tolerated."""
+    rows = []
+    for entry in history if isinstance(history, list) else []:
+        if isinstance(entry, dict):
+            when = entry.get("at") or entry.get("time") or entry.get("checked_at") or ""
+            status = entry.get("status") or entry.get("remote_status") or ""
+            rest = {k: v for k, v in entry.items() if k not in {"at", "time", "checked_at", "status", "remote_status"}}
+            rows.append([_iso_short(str(when)) if when else NO_VALUE, status, _payload_text(rest)])
+        else:
+            rows.append([NO_VALUE, str(entry), ""])
+    return rows
+
+
+def _status_history(task: dict[str, Any], s: Styles) -> list[Flowable]:
+    history = _history_rows(task["status_history"])
+    if not history:
+        return []
+    return [
+        para("Remote status history", s["small"]),
+        data_table(["When", "Status", "Details"], history, [2, 1.6, 5], styles=s),
+    ]
+
+
+def _task_calls(task: dict[str, Any], s: Styles) -> list[Flowable]:
+    if not task["api_calls"]:
+        return []
+    return [
+        para("Calls to Mixpanel", s["small"]),
+        data_table(
+            ["When", "Operation", "HTTP", "Outcome", "ms"],
+            [
+                [_iso_short(c["at"]), c["operation"], c["http_status"], c["outcome"], c["duration_ms"]]
+                for c in task["api_calls"]
+            ],
+            [2, 2, 0.8, 1.6, 0.8],
+            styles=s,
+        ),
+    ]
+
+
+def _export(pack: Pack, s: Styles) -> list[Flowable]:
     export = pack["export"]
-    story += [CondPageBreak(30 * mm), para("Exported file", s["h2"])]
-    if export:
-        story.append(
-            facts_table(
-                [
-                    ("SHA-256", export["sha256"]),
-                    ("Size", f"{export['size']} bytes"),
-                    ("Stored", _iso_short(export["created_at"])),
-                    ("Expires", _iso_short(export["expires_at"])),
-                    ("Deleted", _iso_short(export["deleted_at"]) if export["deleted_at"] else "no"),
-                    ("Downloads", export["download_count"]),
-                ],
-                s,
-                mono={"SHA-256"},
-            )
-        )
-    else:
-        story.append(para("No file was exported for this request.", s["body"]))
+    heading = section_heading("Exported file", s, room=30 * mm)
+    if not export:
+        return [*heading, para("No file was exported for this request.", s["body"])]
+    return [
+        *heading,
+        facts_table(
+            [
+                ("SHA-256", export["sha256"]),
+                ("Size", f"{export['size']} bytes"),
+                ("Stored", _iso_short(export["created_at"])),
+                ("Expires", _iso_short(export["expires_at"])),
+                ("Deleted", _iso_short(export["deleted_at"]) if export["deleted_at"] else "no"),
+                ("Downloads", export["download_count"]),
+            ],
+            s,
+            mono={"SHA-256"},
+        ),
+    ]
 
-    # The request's events and its tasks' events in one list, in chain order, as an export would show them.
+
+def _hashes(pack: Pack, s: Styles) -> list[Flowable]:
+    """The request's events and its tasks' events in one list, in chain order, as an export would show them."""
     hashed = sorted(
-        [(e, "") for e in pack["timeline"]] + [(e, f" (task {e['payload']['task_id']})") for e in task_events],
+        [(e, "") for e in pack["timeline"]] + [(e, f" (task {e['payload']['task_id']})") for e in pack["task_events"]],
         key=lambda pair: pair[0]["sequence"],
     )
-    story += [CondPageBreak(40 * mm), para("Audit events and their hashes", s["h2"])]
-    story.append(
+    return [
+        *section_heading("Audit events and their hashes", s),
         data_table(
             ["#", "When (UTC, as hashed)", "Action", "prev_hash / hash"],
             [
@@ -259,9 +300,12 @@ def render_evidence_pdf(pack: dict[str, Any], *, deterministic: bool = False) ->
             ],
             [0.5, 2.6, 1.7, 5.2],
             styles=s,
-        )
-    )
-    story += [
+        ),
+    ]
+
+
+def _how_to_check(pack: Pack, s: Styles) -> list[Flowable]:
+    return [
         Spacer(1, 6),
         para("How to check this pack", s["h3"]),
         para(
@@ -269,18 +313,41 @@ def render_evidence_pdf(pack: dict[str, Any], *, deterministic: bool = False) ->
             "by the canonical JSON of the event (occurred_at, actor_type, actor_id, actor_label, action, "
             "request_reference, payload; sorted keys, no spaces, occurred_at in UTC with microseconds). The "
             "JSON twin of this pack holds the events exactly as hashed. Export the audit trail up to event "
-            f"{chain['head_sequence']} and run `python manage.py audit verify --file EXPORT.jsonl`: the export must "
-            "verify, end at the head hash above, and contain these events with the same hashes.",
+            f"{pack['chain']['head_sequence']} and run `python manage.py audit verify --file EXPORT.jsonl`: the "
+            "export must verify, end at the head hash above, and contain these events with the same hashes.",
             s["small"],
         ),
     ]
 
-    return build_document(
-        story,
-        title=f"Evidence pack {req['reference']}",
-        subject=f"{pack['organisation']} evidence pack",
-        running_head=f"{pack['organisation']} · Evidence pack · {req['reference']}",
-        footer=f"Generated {_iso_short(pack['generated_at'])} · chain head {chain['head_sequence']} "
+
+SECTIONS: tuple[Section, ...] = (
+    _cover,
+    _request_facts,
+    _chain,
+    _timeline,
+    _task_events,
+    _tasks,
+    _export,
+    _hashes,
+    _how_to_check,
+)
+
+
+def _document_text(pack: Pack) -> dict[str, str]:
+    """The PDF's metadata, and the running head and footer (with the chain head) drawn on every page."""
+    reference, chain = pack["request"]["reference"], pack["chain"]
+    return {
+        "title": f"Evidence pack {reference}",
+        "subject": f"{pack['organisation']} evidence pack",
+        "running_head": f"{pack['organisation']} · Evidence pack · {reference}",
+        "footer": f"Generated {_iso_short(pack['generated_at'])} · chain head {chain['head_sequence']} "
         f"{chain['head_hash'][:16]}…",
-        deterministic=deterministic,
-    )
+    }
+
+
+def render_evidence_pdf(pack: Pack, *, deterministic: bool = False) -> bytes:
+    """The evidence pack as a PDF: the same data as its JSON twin, laid out for reading."""
+    register_fonts()
+    styles = paragraph_styles()
+    story = [flowable for section in SECTIONS for flowable in section(pack, styles)]
+    return build_document(story, **_document_text(pack), deterministic=deterministic)

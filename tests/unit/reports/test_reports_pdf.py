@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import time_machine
+from PIL import Image, ImageChops, ImageStat
 from pypdf import PdfReader
 
 from gdpr_requests.models import MixpanelTask, TaskRequestLink
@@ -152,22 +153,117 @@ def test_missing_fonts_give_a_clear_error(settings, monkeypatch, tmp_path, datas
         pdf.render_summary_pdf(_summary())
 
 
-@pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="needs pdftoppm (Debian poppler-utils)")
-def test_the_first_pages_render_to_png_for_a_look(dataset, evidence_request):
-    """Writes test-results/reports-*.png: open them to see the layout (CI keeps them as artefacts)."""
+def _need_poppler() -> None:
+    missing = [tool for tool in ("pdftoppm", "pdftotext") if shutil.which(tool) is None]
+    need(not missing, f"needs {' and '.join(missing)} (Debian poppler-utils)")
+
+
+def _page_text(source: Path, page: int) -> str:
+    result = subprocess.run(
+        ["pdftotext", "-f", str(page), "-l", str(page), str(source), "-"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return " ".join(result.stdout.decode().split())
+
+
+def _share_of_pixels(image: Image.Image, test: Callable[[int], bool]) -> float:
+    """The share of a one-band image's pixels whose value passes ``test``."""
+    histogram = image.histogram()
+    return sum(count for value, count in enumerate(histogram) if test(value)) / (image.width * image.height)
+
+
+def _share_in_colour(image: Image.Image, colour: str, tolerance: int = 12) -> float:
+    """The share of pixels within ``tolerance`` of ``colour`` on every channel (a chart's bars, not its text)."""
+    rgb = image.convert("RGB")
+    difference = ImageChops.difference(rgb, Image.new("RGB", rgb.size, colour))
+    within = [band.point(lambda value: 255 if value <= tolerance else 0) for band in difference.split()]
+    mask = ImageChops.multiply(ImageChops.multiply(within[0], within[1]), within[2])
+    return _share_of_pixels(mask, lambda value: value == 255)
+
+
+def test_every_page_renders_with_its_sections_figures_and_charts(dataset, evidence_request):
+    """Renders each page to test-results/reports-<name>-<page>.png (CI keeps them as artefacts: open them to see
+    the layout) and checks what a reader would find there: the page count, each page's headings and figures as
+    pdftotext reads them, "Page n of N", ink on every page, and chart bars in the chart colours."""
+    _need_poppler()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    pack = build_evidence_pack(reference=evidence_request[0].reference, generated_by="aud", now=NOW)
-    for name, content in (("summary", pdf.render_summary_pdf(_summary())), ("evidence", pdf.render_evidence_pdf(pack))):
+    summary = _summary()
+    dsr, export = evidence_request
+    pack = build_evidence_pack(reference=dsr.reference, generated_by="aud", now=NOW)
+    expected = {
+        "summary": (
+            pdf.render_summary_pdf(summary),
+            f"{summary.organisation} · Compliance summary · {summary.period_label}",
+            [
+                [
+                    "Compliance summary",
+                    *(text for figure in summary.key_figures() for text in figure),
+                    "Requests received per week",
+                    "Requests closed per week",
+                    "Per week: received / closed by kind and regulation",
+                    "Closed in the period by outcome: Completed 5, Rejected 3, Cancelled 1, Expired 0",
+                ],
+                [
+                    "Time to close and deadlines",
+                    "Days to close per week (answered requests)",
+                    "Answered late (1)",
+                    f"{dataset['R4'].reference} GDPR 2024-12-20 2025-01-15 26",
+                    "Open requests now: 2, of which overdue: 1",
+                    f"{dataset['R7'].reference} Deletion CCPA On hold 2024-10-01 2024-11-15 73 days",
+                    "Extensions in the period (1)",
+                    "Rejections by reason (3)",
+                    "Identity not confirmed 2",
+                    "Mixpanel tasks created in the period",
+                ],
+                [
+                    "Failed, paused or needing attention (1)",
+                    "trk-bad-2",
+                    "Calls to Mixpanel in the period: 4, without a 2xx answer: 2",
+                    "Mixpanel credentials",
+                ],
+            ],
+        ),
+        "evidence": (
+            pdf.render_evidence_pdf(pack),
+            f"{pack['organisation']} · Evidence pack · {dsr.reference}",
+            [
+                ["Evidence pack", "The request", "Chain", "all match", f"Timeline ({len(pack['timeline'])} events)"],
+                [
+                    "Mixpanel tasks (1)",
+                    "trk-123456789",
+                    "Remote status history",
+                    "Exported file",
+                    export.sha256,
+                    "Audit events and their hashes",
+                    "How to check this pack",
+                ],
+            ],
+        ),
+    }
+    for name, (content, running_head, pages) in expected.items():
         source = RESULTS / f"reports-{name}.pdf"
         source.write_bytes(content)
+        for stale in RESULTS.glob(f"reports-{name}-*.png"):
+            stale.unlink()
         subprocess.run(
-            ["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "3", str(source), str(RESULTS / f"reports-{name}")],
-            check=True,
-            timeout=60,
+            ["pdftoppm", "-png", "-r", "60", str(source), str(RESULTS / f"reports-{name}")], check=True, timeout=60
         )
-        pages = sorted(RESULTS.glob(f"reports-{name}-*.png"))
-        assert pages and all(page.stat().st_size > 5000 for page in pages)
-        assert re.match(rb"\x89PNG", pages[0].read_bytes()[:4])
+        images = sorted(RESULTS.glob(f"reports-{name}-*.png"))
+        assert len(PdfReader(io.BytesIO(content)).pages) == len(images) == len(pages), name
+        for number, (image_path, headings) in enumerate(zip(images, pages, strict=True), start=1):
+            text = _page_text(source, number)
+            for heading in [running_head, *headings, f"Page {number} of {len(pages)}"]:
+                assert heading in text, (name, number, heading)
+            page = Image.open(image_path).convert("L")
+            # A blank page is all white; one with only the running head and footer has well under 1% ink.
+            assert ImageStat.Stat(page).stddev[0] > 10, (name, number)
+            assert _share_of_pixels(page, lambda value: value < 200) > 0.01, (name, number)
+    summary_pages = sorted(RESULTS.glob("reports-summary-*.png"))
+    # The stacked bars of the volume charts (page 1) and the 90th-percentile bars (page 2), not just legend swatches.
+    assert _share_in_colour(Image.open(summary_pages[0]), "#60a5fa") > 0.005
+    assert _share_in_colour(Image.open(summary_pages[1]), "#93c5fd") > 0.005
 
 
 def test_chart_svg_for_the_html_page_is_a_data_uri_of_an_svg(dataset):

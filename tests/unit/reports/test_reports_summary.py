@@ -1,7 +1,8 @@
 """The compliance summary's numbers against a data set computed by hand (see the comments on each request).
 
 Period: Monday 2025-01-06 to Sunday 2025-01-26 (ISO weeks 2, 3, 4), generated on 2025-01-27; TIME_ZONE is UTC.
-Requests are built through the services, with time travel for the dates.
+Requests are built through the services, with time travel for the dates. The deadline boundary (closed on the
+due date, the day after, and late evening local time in a zone other than UTC) has its own tests below.
 """
 
 from __future__ import annotations
@@ -240,6 +241,67 @@ def test_an_empty_period_has_no_timing_and_says_so(db):
     summary = build_summary(start=PERIOD[0], end=PERIOD[1], now=NOW)
     assert (summary.received_total, summary.answered, summary.median_days, summary.on_time_share) == (0, 0, None, None)
     assert dict(summary.key_figures())["On time"] == "\u2013"
+
+
+# The deadline boundary: R1 to R10 above all close days away from their due dates, so a summary that counted a
+# request closed on its due date as late (``<`` for ``<=``), or that compared the UTC closing date with the
+# local due date, passed them all. A GDPR request received on 2025-01-06 is due on 2025-02-06.
+RECEIVED_JAN_6 = datetime(2025, 1, 6, 17, 0, tzinfo=UTC)  # midday in New York, evening in Berlin: 6 Jan in both
+DUE = date(2025, 2, 6)
+
+
+def _complete_at(make_request, closed: datetime, *, actor):
+    """A GDPR deletion received on RECEIVED_JAN_6, verified, approved and completed at ``closed``."""
+    with time_machine.travel(RECEIVED_JAN_6, tick=False):
+        dsr = make_request(kind="deletion", regulation="gdpr", received_at=RECEIVED_JAN_6)
+    assert dsr.due_at == DUE
+    with time_machine.travel(closed, tick=False):
+        services.request_record_identity(request=dsr, how="email confirmed by phone", actor=actor)
+        services.request_approve(request=dsr, actor=actor)
+        services.request_start_processing(request=dsr, task_count=1)
+        return services.request_complete(request=dsr)
+
+
+def _february():
+    return build_summary(start=date(2025, 2, 1), end=date(2025, 2, 28), now=datetime(2025, 3, 3, 9, tzinfo=UTC))
+
+
+def test_a_request_closed_on_its_due_date_is_on_time(make_request, staff_actor):
+    _complete_at(make_request, datetime(2025, 2, 6, 23, 59, tzinfo=UTC), actor=staff_actor)
+    summary = _february()
+    assert (summary.answered, summary.on_time, summary.late) == (1, 1, [])
+    assert dict(summary.key_figures())["On time"] == "100.0% (1 of 1)"
+    assert [(b.answered, b.on_time) for b in summary.buckets if b.answered] == [(1, 1)]
+
+
+def test_a_request_closed_the_day_after_its_due_date_is_one_day_late(make_request, staff_actor):
+    dsr = _complete_at(make_request, datetime(2025, 2, 7, 0, 1, tzinfo=UTC), actor=staff_actor)
+    summary = _february()
+    assert (summary.answered, summary.on_time) == (1, 0)
+    assert summary.late == [
+        {"reference": dsr.reference, "regulation": "gdpr", "due_at": DUE, "closed_on": date(2025, 2, 7), "days_late": 1}
+    ]
+    assert dict(summary.key_figures())["On time"] == "0.0% (0 of 1)"
+
+
+@pytest.mark.parametrize(
+    ("zone", "closed_utc", "late_by"),
+    [
+        # 22:30 on 6 Feb in New York is 03:30 on 7 Feb in UTC: closed on the due date, on time.
+        ("America/New_York", datetime(2025, 2, 7, 3, 30, tzinfo=UTC), None),
+        # 00:30 on 7 Feb in Berlin is 23:30 on 6 Feb in UTC: closed the day after the due date, late.
+        ("Europe/Berlin", datetime(2025, 2, 6, 23, 30, tzinfo=UTC), 1),
+    ],
+)
+def test_the_due_date_is_compared_with_the_local_closing_date(
+    settings, make_request, staff_actor, zone, closed_utc, late_by
+):
+    settings.TIME_ZONE = zone
+    _complete_at(make_request, closed_utc, actor=staff_actor)
+    summary = _february()
+    assert summary.answered == 1
+    assert [row["days_late"] for row in summary.late] == ([] if late_by is None else [late_by])
+    assert summary.on_time == (1 if late_by is None else 0)
 
 
 @pytest.mark.parametrize(
