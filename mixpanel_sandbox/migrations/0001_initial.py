@@ -6,39 +6,52 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('gdpr_requests', '0008_sandbox_models_to_their_app'),
+        ("gdpr_requests", "0008_sandbox_models_to_their_app"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='SandboxRateSlot',
+            name="SandboxRateSlot",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('project_token', models.CharField(max_length=64, unique=True)),
-                ('last_call_at', models.DateTimeField()),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("project_token", models.CharField(max_length=64, unique=True)),
+                ("last_call_at", models.DateTimeField()),
             ],
         ),
         migrations.CreateModel(
-            name='SandboxTask',
+            name="SandboxTask",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('tracking_id', models.CharField(max_length=64, unique=True)),
-                ('kind', models.CharField(choices=[('retrieval', 'Retrieval'), ('deletion', 'Deletion')], max_length=10)),
-                ('project_token', models.CharField(max_length=64)),
-                ('compliance_type', models.CharField(max_length=4)),
-                ('disclosure_type', models.CharField(blank=True, max_length=10)),
-                ('distinct_ids', models.JSONField(default=list)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('will_fail', models.BooleanField(default=False)),
-                ('project', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='gdpr_requests.mixpanelproject')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("tracking_id", models.CharField(max_length=64, unique=True)),
+                (
+                    "kind",
+                    models.CharField(choices=[("retrieval", "Retrieval"), ("deletion", "Deletion")], max_length=10),
+                ),
+                ("project_token", models.CharField(max_length=64)),
+                ("compliance_type", models.CharField(max_length=4)),
+                ("disclosure_type", models.CharField(blank=True, max_length=10)),
+                ("distinct_ids", models.JSONField(default=list)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("revoked_at", models.DateTimeField(blank=True, null=True)),
+                ("will_fail", models.BooleanField(default=False)),
+                (
+                    "project",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="gdpr_requests.mixpanelproject",
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['project_token', 'kind', 'created_at'], name='sandbox_task_running_idx')],
+                "indexes": [
+                    models.Index(fields=["project_token", "kind", "created_at"], name="sandbox_task_running_idx")
+                ],
             },
         ),
     ]
