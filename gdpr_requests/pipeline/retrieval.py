@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import shutil
 import zipfile
 from typing import Any
@@ -17,21 +18,21 @@ from django.utils import timezone
 from gdpr_requests.mixpanel import archive
 from gdpr_requests.mixpanel.client import RATE_LIMITED, TRANSIENT, MixpanelError
 from gdpr_requests.models import DataSubjectRequest, MixpanelProject, MixpanelTask, SubjectExport, TaskState
-from gdpr_requests.pipeline.calls import build_client, download_hosts
+from gdpr_requests.pipeline.calls import download_hosts
 from gdpr_requests.pipeline.outcomes import begin_attempt, give_up, retry_later
 from gdpr_requests.pipeline.queries import live_requests, project_folder
 from gdpr_requests.pipeline.settling import settle_now
 from gdpr_requests.pipeline.task_updates import finish_step, task_audit
-from gdpr_requests.pipeline.timing import logger
 from gdpr_requests.requests import exports
+
+logger = logging.getLogger("gdpr_requests.pipeline")
 
 
 def download(task: MixpanelTask, project: MixpanelProject, session: requests.Session) -> str:
-    fresh = begin_attempt(task)
-    if fresh is None:
-        return "skipped"
-    task = fresh
-    client = build_client(project, session=session, task=task)
+    attempt = begin_attempt(task, project, session, operation="download")
+    if isinstance(attempt, str):
+        return attempt
+    task, client = attempt.task, attempt.client
     try:
         content = client.download(
             url=task.result_url,
