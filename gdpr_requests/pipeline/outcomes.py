@@ -77,13 +77,15 @@ def may_have_created(task: MixpanelTask, *, before: ApiCall | None = None) -> bo
     return earlier.exists()
 
 
-def retry_later(task: MixpanelTask, exc: MixpanelError, *, final_state: str = TaskState.FAILED) -> str:
-    """A transient failure: try again after a backoff (Retry-After wins), or give up after MIXPANEL_MAX_ATTEMPTS."""
+def retry_later(task: MixpanelTask, exc: MixpanelError | str, *, final_state: str = TaskState.FAILED) -> str:
+    """A transient failure (a Mixpanel error, or a message for one of ours): try again after a backoff
+    (Retry-After wins), or give up after MIXPANEL_MAX_ATTEMPTS."""
+    retry_after = exc.retry_after if isinstance(exc, MixpanelError) else None
     with transaction.atomic():
         task = MixpanelTask.objects.select_for_update().get(pk=task.pk)
         if task.attempts < settings.MIXPANEL_MAX_ATTEMPTS:
             task.last_error = str(exc)[:500]
-            wait = backoff_seconds(task.attempts, exc.retry_after)
+            wait = backoff_seconds(task.attempts, retry_after)
             finish_step(task, next_at=after(wait), fields=["last_error"])
             return "retry"
     return give_up(task, final_state, f"gave up after {task.attempts} attempts: {exc}")
