@@ -218,13 +218,15 @@ def _create_answer_lost(task: MixpanelTask, lost: list[ApiCall]) -> None:
 def _submitted(task: MixpanelTask, tracking_id: str, *, id_count: int, adopted: bool = False) -> str:
     with transaction.atomic():
         task = MixpanelTask.objects.select_for_update().get(pk=task.pk)
-        if task.state != TaskState.PENDING_SUBMIT or task.tracking_id:
+        if task.tracking_id or task.state not in (TaskState.PENDING_SUBMIT, TaskState.PAUSED):
             # Our lease ran out mid-call and another step went on with the task: keep the extra id in the evidence.
             task_audit(task, "task.create_duplicate", duplicate_tracking_id=tracking_id)
             return "skipped"
         now = timezone.now()
         task.tracking_id = tracking_id
-        task.state = TaskState.SUBMITTED
+        # A credential refused meanwhile (another worker's call) paused the task: it keeps the id and resumes polling.
+        if task.state == TaskState.PENDING_SUBMIT:
+            task.state = TaskState.SUBMITTED
         task.remote_status = ""
         task.submitted_at = now
         task.attempts = 0

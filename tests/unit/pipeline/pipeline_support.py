@@ -161,17 +161,7 @@ class FakeMixpanel:
                 if task["kind"] == "deletion" and tid not in self.finished and wanted.intersection(task["ids"])
             }
             if running:
-                return Reply(
-                    409,
-                    {
-                        "status": "error",
-                        "error": {
-                            "conflicting_distinct_ids": sorted({i for ids in running.values() for i in ids}),
-                            "conflicting_task_ids": sorted(running),
-                            "error": "a deletion is already running for some of these ids",
-                        },
-                    },
-                )
+                return conflict_reply(sorted({i for ids in running.values() for i in ids}), sorted(running))
         return self._create("deletion", body)
 
     def _create_retrieval(self, tracking_id: str, body: Any, request: Any) -> Reply:
@@ -221,6 +211,12 @@ class FakeMixpanel:
 
     def _download(self, tracking_id: str, body: Any, request: Any) -> Reply:
         return Reply(200, self.result_body, {"Content-Type": "application/zip"})
+
+
+def conflict_reply(distinct_ids: list[str], task_ids: list[str], text: str = "deletion already running") -> Reply:
+    """A 409 to a deletion create, in the shape real clients report (MIXPANEL_GDPR_API.md "Errors")."""
+    error = {"conflicting_distinct_ids": distinct_ids, "conflicting_task_ids": task_ids, "error": text}
+    return Reply(409, {"status": "error", "error": error})
 
 
 def _encode(reply: Reply) -> tuple[int, dict[str, str], bytes]:

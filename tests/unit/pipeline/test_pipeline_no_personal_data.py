@@ -22,6 +22,7 @@ from tests.unit.pipeline.pipeline_support import (  # noqa: F401
     Reply,
     approve,
     clock,
+    conflict_reply,
     drive,
     mixpanel,
     pipeline_settings,
@@ -89,17 +90,7 @@ def test_a_409_a_split_and_a_refused_cancel_log_no_distinct_id_or_email(
         approve(make_request, staff_actor, distinct_ids=["plain-2"])
         mixpanel.queue(
             "create_deletion",
-            Reply(
-                409,
-                {
-                    "status": "error",
-                    "error": {
-                        "conflicting_distinct_ids": [CANARY_ID],
-                        "conflicting_task_ids": ["running-elsewhere"],
-                        "error": f"deletion already running for {CANARY_ID}",
-                    },
-                },
-            ),
+            conflict_reply([CANARY_ID], ["running-elsewhere"], f"deletion already running for {CANARY_ID}"),
         )
         mixpanel.statuses["running-elsewhere"] = ["STARTED", "SUCCESS"]
         drive(clock)
