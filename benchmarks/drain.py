@@ -363,8 +363,9 @@ def figures(
     )
     by_op = Counter(op for op, *_ in calls)
     statuses = Counter(status for _, status, *_ in calls)
-    # ApiCall rows are written when a call returns: its start is that time minus its duration.
-    starts = [(created - timedelta(milliseconds=ms)).timestamp() for _, _, created, ms in calls]
+    # A step's ApiCall row is committed just before its call is sent (pipeline/calls.py, api_call_begin), so its
+    # created_at is the call's start.
+    starts = [created.timestamp() for _, _, created, _ in calls]
     gaps = [b - a for a, b in itertools.pairwise(sorted(starts))]
     tasks = MixpanelTask.objects.filter(project=project).exclude(state=TaskState.SUPERSEDED)
     if kind == "deletion":

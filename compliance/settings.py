@@ -295,6 +295,8 @@ GDPR_POLL_INITIAL_SECONDS = env.float("GDPR_POLL_INITIAL_SECONDS", default=300.0
 GDPR_POLL_MAX_SECONDS = env.float("GDPR_POLL_MAX_SECONDS", default=21600.0)
 # Pipeline: a deletion task that is not yet full waits this long for more approved requests to join it.
 GDPR_DELETION_COALESCE_SECONDS = env.float("GDPR_DELETION_COALESCE_SECONDS", default=30.0)
+# Pipeline: a deletion batch Mixpanel reports as FAILURE is resubmitted in this many parts (at least 2).
+GDPR_FAILURE_SPLIT_WAYS = env.int("GDPR_FAILURE_SPLIT_WAYS", default=8)
 # Pipeline leases. A step holds its task this long: longer than the Celery hard time limit, so a live step never
 # loses it to a second worker, while a crashed worker's task becomes due again once it runs out.
 GDPR_STEP_LEASE_SECONDS = _positive_seconds(

@@ -57,6 +57,11 @@ class Actor:
     id: str = ""
     label: str = ""
 
+    @property
+    def user_pk(self) -> int | None:
+        """The primary key of the user behind this actor (staff, auditor), or None (system, data subject)."""
+        return int(self.id) if self.id else None
+
     @classmethod
     def system(cls, label: str = "system") -> Actor:
         return cls(ActorType.SYSTEM, "", label)

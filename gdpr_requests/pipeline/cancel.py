@@ -14,9 +14,10 @@ from functools import partial
 from django.db import transaction
 from django.utils import timezone
 
-from gdpr_requests.mixpanel.client import OK, TRANSIENT
 from gdpr_requests.models import DataSubjectRequest, MixpanelTask, RequestKind, TaskKind, TaskRequestLink, TaskState
+from gdpr_requests.pipeline.calls import AMBIGUOUS_CREATE_OUTCOMES
 from gdpr_requests.pipeline.enqueue import enqueue_step
+from gdpr_requests.pipeline.outcomes import child_task
 from gdpr_requests.pipeline.queries import live_requests
 from gdpr_requests.pipeline.task_states import (
     CANCEL_REFUSED,
@@ -38,7 +39,7 @@ def may_have_been_created(task: MixpanelTask) -> bool:
     if task.running_until is not None and task.running_until > timezone.now():
         return True
     last = task.api_calls.filter(operation__startswith="create_").order_by("-created_at", "-pk").first()
-    if last is None or last.outcome in (TRANSIENT, OK):
+    if last is None or last.outcome in AMBIGUOUS_CREATE_OUTCOMES:
         return True
     return last.http_status is not None and 200 <= last.http_status < 300
 
@@ -106,15 +107,7 @@ def request_cancel_tasks(*, request_id: int) -> int:
                 continue
             # Sent to Mixpanel (or being sent): cancel it there, and give the other requests a task of their own.
             if other_ids:
-                child = MixpanelTask.objects.create(
-                    project=task.project,
-                    kind=task.kind,
-                    compliance_type=task.compliance_type,
-                    distinct_ids=other_ids,
-                    parent=task,
-                    next_attempt_at=now,
-                )
-                TaskRequestLink.objects.bulk_create([TaskRequestLink(task=child, request=other) for other in others])
+                child = child_task(task, other_ids, others, now)
                 TaskRequestLink.objects.filter(task=task, request__in=others).delete()
                 task_audit(child, "task.resubmitted_for_others", source_task_id=task.pk, id_count=len(other_ids))
                 to_run.append(child.pk)

@@ -7,6 +7,7 @@ costs one refused call rather than a retry storm, and staff are emailed once per
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -23,8 +24,9 @@ from gdpr_requests.models import CredentialStatus, MixpanelProject, MixpanelTask
 from gdpr_requests.pipeline.calls import build_client
 from gdpr_requests.pipeline.task_states import DISPATCHABLE
 from gdpr_requests.pipeline.task_updates import SYSTEM
-from gdpr_requests.pipeline.timing import logger
 from gdpr_requests.requests import selectors
+
+logger = logging.getLogger("gdpr_requests.pipeline")
 
 # A status lookup of this tracking id is harmless: no task can have it, so Mixpanel answers 404/NOT_FOUND when
 # the credential works and 401/403 when it does not.
@@ -76,6 +78,12 @@ def credential_failed(project: MixpanelProject, *, http_status: int | None, erro
             )
     project.credential_status = CredentialStatus.FAILING
     return paused
+
+
+def credential_refused(project: MixpanelProject, exc: MixpanelError) -> str:
+    """A step's call got 401/403: the project's work pauses (credential_failed). Returns the step's outcome word."""
+    credential_failed(project, http_status=exc.http_status, error=str(exc))
+    return "paused"
 
 
 def _pause_tasks(project: MixpanelProject) -> int:

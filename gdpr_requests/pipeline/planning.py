@@ -14,6 +14,7 @@ again, and the failed tasks it counted on are retired (SUPERSEDED) so new ones r
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -39,8 +40,10 @@ from gdpr_requests.pipeline.queries import compliance_type_of, due_filter
 from gdpr_requests.pipeline.settling import settle_now
 from gdpr_requests.pipeline.task_states import COVERING, FAILING
 from gdpr_requests.pipeline.task_updates import SYSTEM
-from gdpr_requests.pipeline.timing import after, logger
+from gdpr_requests.pipeline.timing import after
 from gdpr_requests.requests import services, states
+
+logger = logging.getLogger("gdpr_requests.pipeline")
 
 # Requests planned per transaction, and how long one sweep may run (under the Celery soft time limit).
 PLAN_CHUNK = 200

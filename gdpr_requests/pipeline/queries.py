@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 
 from django.db.models import Q, QuerySet
@@ -15,8 +14,6 @@ from gdpr_requests.models import (
 )
 from gdpr_requests.pipeline.task_states import DISPATCHABLE
 from gdpr_requests.requests import states
-
-logger = logging.getLogger("gdpr_requests.pipeline")
 
 
 def live_requests(task: MixpanelTask) -> QuerySet[DataSubjectRequest]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import shutil
 import zipfile
 from typing import Any
@@ -17,21 +18,22 @@ from django.utils import timezone
 from gdpr_requests.mixpanel import archive
 from gdpr_requests.mixpanel.client import RATE_LIMITED, TRANSIENT, MixpanelError
 from gdpr_requests.models import DataSubjectRequest, MixpanelProject, MixpanelTask, SubjectExport, TaskState
-from gdpr_requests.pipeline.calls import build_client, download_hosts
+from gdpr_requests.pipeline.alerts import alert_staff_exports_unwritable
+from gdpr_requests.pipeline.calls import download_hosts
 from gdpr_requests.pipeline.outcomes import begin_attempt, give_up, retry_later
 from gdpr_requests.pipeline.queries import live_requests, project_folder
 from gdpr_requests.pipeline.settling import settle_now
 from gdpr_requests.pipeline.task_updates import finish_step, task_audit
-from gdpr_requests.pipeline.timing import logger
 from gdpr_requests.requests import exports
+
+logger = logging.getLogger("gdpr_requests.pipeline")
 
 
 def download(task: MixpanelTask, project: MixpanelProject, session: requests.Session) -> str:
-    fresh = begin_attempt(task)
-    if fresh is None:
-        return "skipped"
-    task = fresh
-    client = build_client(project, session=session, task=task)
+    attempt = begin_attempt(task, project, session, operation="download")
+    if isinstance(attempt, str):
+        return attempt
+    task, client = attempt.task, attempt.client
     try:
         content = client.download(
             url=task.result_url,
@@ -57,6 +59,21 @@ def download(task: MixpanelTask, project: MixpanelProject, session: requests.Ses
             finish_step(task, next_at=None, fields=["state", "result_url", "finished_at"])
             task_audit(task, "task.cancelled", remote=False)
         return "cancelled"
+    try:
+        return _store(task, request, project, data, received_sha256=received_sha256, size=len(content))
+    except OSError as exc:
+        return _store_failed(task, exc)
+
+
+def _store(
+    task: MixpanelTask,
+    request: DataSubjectRequest,
+    project: MixpanelProject,
+    data: bytes,
+    *,
+    received_sha256: str,
+    size: int,
+) -> str:
     merged = _merge_into_export(request, project_folder(project), data)
     with transaction.atomic():
         export = exports.export_store(
@@ -77,12 +94,26 @@ def download(task: MixpanelTask, project: MixpanelProject, session: requests.Ses
             task,
             "task.downloaded",
             sha256=received_sha256,
-            size=len(content),
+            size=size,
             stored_sha256=export.sha256,
             stored_size=export.size,
         )
         settle_now([request.pk])
     return "downloaded"
+
+
+def _store_failed(task: MixpanelTask, exc: OSError) -> str:
+    """The result came but cannot be written (EXPORTS_DIR unwritable, a full disk): our fault, not the subject's
+    or Mixpanel's, and transient once someone fixes the folder. The task stays DOWNLOADING and retries with
+    backoff; its last_error says why; staff are emailed (at most once a day)."""
+    reason = exc.strerror or type(exc).__name__
+    why = f"the downloaded result could not be written to the exports folder (EXPORTS_DIR): {reason}"
+    logger.warning("mixpanel task %s: result could not be stored (%s)", task.pk, type(exc).__name__)
+    with transaction.atomic():
+        task_audit(task, "task.store_failed", error=type(exc).__name__, reason=reason[:100])
+    outcome = retry_later(task, why, final_state=TaskState.NEEDS_ATTENTION)
+    alert_staff_exports_unwritable(task_id=task.pk, error=f"{type(exc).__name__}: {reason}")
+    return outcome
 
 
 def _reject(task: MixpanelTask, *, reason: str, message: str, **details: Any) -> str:

@@ -14,6 +14,8 @@ For a PENDING_SUBMIT task it also marks that a create was sent: planning no long
 
 from __future__ import annotations
 
+import logging
+
 import requests
 from django.conf import settings
 from django.db import transaction
@@ -32,14 +34,22 @@ from gdpr_requests.mixpanel.client import (
     MixpanelError,
     RetrievalStatus,
 )
-from gdpr_requests.models import CredentialStatus, MixpanelProject, MixpanelTask, TaskRequestLink, TaskState
-from gdpr_requests.pipeline.calls import build_client
-from gdpr_requests.pipeline.credentials import credential_failed
-from gdpr_requests.pipeline.outcomes import begin_attempt, child_task, give_up, retry_later, split_batch
+from gdpr_requests.models import ApiCall, CredentialStatus, MixpanelProject, MixpanelTask, TaskRequestLink, TaskState
+from gdpr_requests.pipeline.alerts import alert_staff_orphaned_retrieval
+from gdpr_requests.pipeline.credentials import credential_failed, credential_refused
+from gdpr_requests.pipeline.outcomes import (
+    begin_attempt,
+    child_task,
+    give_up,
+    may_have_created,
+    retry_later,
+    split_batch,
+)
 from gdpr_requests.pipeline.queries import live_ids, live_requests
 from gdpr_requests.pipeline.retrieval import download
 from gdpr_requests.pipeline.settling import settle_inline_or_chunked, settle_now
 from gdpr_requests.pipeline.task_states import (
+    ADOPTED,
     CANCEL_REFUSED,
     CANCELLABLE_REMOTE,
     DISPATCHABLE,
@@ -52,7 +62,9 @@ from gdpr_requests.pipeline.task_states import (
     is_deletion,
 )
 from gdpr_requests.pipeline.task_updates import finish_step, history, task_audit
-from gdpr_requests.pipeline.timing import after, logger, poll_delay, step_lease_seconds
+from gdpr_requests.pipeline.timing import after, poll_delay, step_lease_seconds
+
+logger = logging.getLogger("gdpr_requests.pipeline")
 
 SUBMIT, POLL, CANCEL, DOWNLOAD = "submit", "poll", "cancel", "download"
 
@@ -149,23 +161,14 @@ def _action_for(task: MixpanelTask) -> str | None:
 
 
 def _submit(task: MixpanelTask, project: MixpanelProject, session: requests.Session) -> str:
-    with transaction.atomic():
-        task = MixpanelTask.objects.select_for_update(of=("self",)).select_related("project").get(pk=task.pk)
-        if task.state != TaskState.PENDING_SUBMIT:
-            finish_step(task, next_at=task.next_attempt_at)
-            return "skipped"
-        ids = live_ids(task)
-        if not ids:
-            task.state = TaskState.CANCELLED
-            task.finished_at = timezone.now()
-            finish_step(task, next_at=None, fields=["state", "finished_at"])
-            task_audit(task, "task.cancelled", remote=False, why="withdrawn before it was sent")
-            return "cancelled"
-        # From here on the id list is what Mixpanel gets: planning leaves a task with attempts > 0 alone.
-        task.distinct_ids = ids
-        task.attempts += 1
-        task.save(update_fields=["distinct_ids", "attempts", "updated_at"])
-    client = build_client(project, session=session, task=task)
+    operation = "create_deletion" if is_deletion(task) else "create_retrieval"
+    attempt = begin_attempt(task, project, session, operation=operation, prepare=_prepare_submit)
+    if isinstance(attempt, str):
+        return attempt
+    task, client = attempt.task, attempt.client
+    if attempt.lost_creates:
+        _create_answer_lost(task, attempt.lost_creates)
+    ids = list(task.distinct_ids)
     try:
         if is_deletion(task):
             tracking_id = client.create_deletion(distinct_ids=ids, compliance_type=task.compliance_type)
@@ -174,18 +177,62 @@ def _submit(task: MixpanelTask, project: MixpanelProject, session: requests.Sess
                 distinct_ids=ids, compliance_type=task.compliance_type, disclosure_type=task.disclosure_type or None
             )
     except MixpanelError as exc:
-        return _submit_failed(task, exc)
+        return _submit_failed(task, exc, call=attempt.call)
+    return _submitted(task, tracking_id, id_count=len(ids))
+
+
+def _prepare_submit(task: MixpanelTask) -> str | None:
+    """Under the task's lock, before a create: fix the id list Mixpanel gets (planning leaves a task with
+    attempts > 0 alone), or cancel a task nobody asks for any more."""
+    ids = live_ids(task)
+    if not ids:
+        task.state = TaskState.CANCELLED
+        task.finished_at = timezone.now()
+        finish_step(task, next_at=None, fields=["state", "finished_at"])
+        task_audit(task, "task.cancelled", remote=False, why="withdrawn before it was sent")
+        return "cancelled"
+    task.distinct_ids = ids
+    return None
+
+
+def _create_answer_lost(task: MixpanelTask, lost: list[ApiCall]) -> None:
+    """An earlier create of this task was sent and its answer never recorded (the worker died). For a deletion,
+    the resubmission's 409 names the task Mixpanel made, and it is adopted (_adopt). A retrieval cannot be
+    looked up (the API has no list endpoint, MIXPANEL_GDPR_API.md "Limits"): Mixpanel may run it twice, so the
+    orphan goes into the evidence and staff are told once."""
+    with transaction.atomic():
+        task_audit(
+            task,
+            "task.create_answer_lost",
+            api_call_ids=[c.pk for c in lost],
+            possibly_created=True,
+            remote_id_known=False,
+            resolution="resubmit; a 409 names the task" if is_deletion(task) else "resubmit; orphan cannot be found",
+        )
+        if not is_deletion(task):
+            task_id, call_id = task.pk, lost[-1].pk
+            transaction.on_commit(lambda: alert_staff_orphaned_retrieval(task_id=task_id, api_call_id=call_id))
+    logger.warning("mixpanel task %s: the answer to an earlier create was lost; resubmitting", task.pk)
+
+
+def _submitted(task: MixpanelTask, tracking_id: str, *, id_count: int, adopted: bool = False) -> str:
     with transaction.atomic():
         task = MixpanelTask.objects.select_for_update().get(pk=task.pk)
+        if task.tracking_id or task.state not in (TaskState.PENDING_SUBMIT, TaskState.PAUSED):
+            # Our lease ran out mid-call and another step went on with the task: keep the extra id in the evidence.
+            task_audit(task, "task.create_duplicate", duplicate_tracking_id=tracking_id)
+            return "skipped"
         now = timezone.now()
         task.tracking_id = tracking_id
-        task.state = TaskState.SUBMITTED
+        # A credential refused meanwhile (another worker's call) paused the task: it keeps the id and resumes polling.
+        if task.state == TaskState.PENDING_SUBMIT:
+            task.state = TaskState.SUBMITTED
         task.remote_status = ""
         task.submitted_at = now
         task.attempts = 0
         task.polls = 0
         task.last_error = ""
-        history(task, "CREATED", now)
+        history(task, ADOPTED if adopted else "CREATED", now)
         next_at = now if task.cancel_requested else after(poll_delay(0), now)
         finish_step(
             task,
@@ -201,15 +248,18 @@ def _submit(task: MixpanelTask, project: MixpanelProject, session: requests.Sess
                 "status_history",
             ],
         )
-        task_audit(task, "task.submitted", id_count=len(ids), request_count=task.requests.count())
-    return "submitted"
+        extra = {"adopted": True} if adopted else {}
+        task_audit(task, "task.submitted", id_count=id_count, request_count=task.requests.count(), **extra)
+    return "adopted" if adopted else "submitted"
 
 
-def _submit_failed(task: MixpanelTask, exc: MixpanelError) -> str:
+def _submit_failed(task: MixpanelTask, exc: MixpanelError, *, call: ApiCall) -> str:
     if exc.kind == CREDENTIAL:
-        credential_failed(task.project, http_status=exc.http_status, error=str(exc))
-        return "paused"
+        return credential_refused(task.project, exc)
     if exc.kind == CONFLICT and is_deletion(task):
+        adopt = _adoptable(task, exc, call=call)
+        if adopt:
+            return _submitted(task, adopt, id_count=len(task.distinct_ids), adopted=True)
         return _conflict(task, exc)
     answered_ok = exc.http_status is not None and 200 <= exc.http_status < 300
     if exc.kind in (TRANSIENT, RATE_LIMITED) or answered_ok:
@@ -223,6 +273,22 @@ def _submit_failed(task: MixpanelTask, exc: MixpanelError) -> str:
     if is_deletion(task) and len(task.distinct_ids) > 1:
         return split_batch(task, why=str(exc))
     return give_up(task, TaskState.FAILED, str(exc))
+
+
+def _adoptable(task: MixpanelTask, exc: MixpanelError, *, call: ApiCall) -> str:
+    """The tracking id to adopt when a 409 answers the resubmission of a create that may have gone through:
+    every id we sent conflicts, with one task we do not know. Mixpanel answers a create for ids a deletion
+    already runs for with 409 naming that task (MIXPANEL_GDPR_API.md, "Errors" and "Limits": "re-submitting
+    answers 409 naming the existing task: use that as the confirmation"), so that task is ours. "" otherwise."""
+    task_ids = set(exc.conflicting_task_ids)
+    if len(task_ids) != 1 or not set(task.distinct_ids) <= set(exc.conflicting_distinct_ids):
+        return ""
+    if not may_have_created(task, before=call):
+        return ""
+    (tracking_id,) = task_ids
+    if MixpanelTask.objects.filter(project=task.project_id, kind=task.kind, tracking_id=tracking_id).exists():
+        return ""  # one of our tasks: linked by _conflict as usual
+    return tracking_id
 
 
 def _conflict(task: MixpanelTask, exc: MixpanelError) -> str:
@@ -307,11 +373,11 @@ def _conflict(task: MixpanelTask, exc: MixpanelError) -> str:
 
 
 def _poll(task: MixpanelTask, project: MixpanelProject, session: requests.Session) -> str:
-    fresh = begin_attempt(task)
-    if fresh is None:
-        return "skipped"
-    task = fresh
-    client = build_client(project, session=session, task=task)
+    operation = "deletion_status" if is_deletion(task) else "retrieval_status"
+    attempt = begin_attempt(task, project, session, operation=operation)
+    if isinstance(attempt, str):
+        return attempt
+    task, client = attempt.task, attempt.client
     try:
         if is_deletion(task):
             status: DeletionStatus | RetrievalStatus = client.deletion_status(tracking_id=task.tracking_id)
@@ -319,8 +385,7 @@ def _poll(task: MixpanelTask, project: MixpanelProject, session: requests.Sessio
             status = client.retrieval_status(tracking_id=task.tracking_id)
     except MixpanelError as exc:
         if exc.kind == CREDENTIAL:
-            credential_failed(project, http_status=exc.http_status, error=str(exc))
-            return "paused"
+            return credential_refused(project, exc)
         if exc.kind == NOT_FOUND:
             return give_up(task, TaskState.NEEDS_ATTENTION, "Mixpanel does not know this task (HTTP 404)")
         return retry_later(task, exc, final_state=TaskState.NEEDS_ATTENTION)
@@ -415,17 +480,15 @@ def _apply_status(task: MixpanelTask, status: DeletionStatus | RetrievalStatus) 
 
 
 def _cancel(task: MixpanelTask, project: MixpanelProject, session: requests.Session) -> str:
-    fresh = begin_attempt(task)
-    if fresh is None:
-        return "skipped"
-    task = fresh
-    client = build_client(project, session=session, task=task)
+    attempt = begin_attempt(task, project, session, operation="cancel_deletion")
+    if isinstance(attempt, str):
+        return attempt
+    task, client = attempt.task, attempt.client
     try:
         client.cancel_deletion(tracking_id=task.tracking_id)
     except MixpanelError as exc:
         if exc.kind == CREDENTIAL:
-            credential_failed(project, http_status=exc.http_status, error=str(exc))
-            return "paused"
+            return credential_refused(project, exc)
         if exc.kind in (TRANSIENT, RATE_LIMITED):
             return retry_later(task, exc, final_state=TaskState.NEEDS_ATTENTION)
         if exc.kind != NOT_FOUND:

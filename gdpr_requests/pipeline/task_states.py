@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-
 from gdpr_requests.models import (
     MixpanelTask,
     TaskKind,
     TaskState,
 )
-
-logger = logging.getLogger("gdpr_requests.pipeline")
-
 
 # States a sweep may hand to a worker.
 DISPATCHABLE = (TaskState.PENDING_SUBMIT, TaskState.SUBMITTED, TaskState.DOWNLOADING)
@@ -49,3 +44,7 @@ LINKED_BY_CONFLICT = "LINKED_BY_CONFLICT"
 
 def is_deletion(task: MixpanelTask) -> bool:
     return task.kind == TaskKind.DELETION
+
+
+# The status_history entry of a task that took the tracking id a 409 named after its own create's answer was lost.
+ADOPTED = "ADOPTED"

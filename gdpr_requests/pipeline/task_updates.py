@@ -6,7 +6,6 @@ transaction. Celery only carries task ids."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from functools import partial
@@ -24,9 +23,6 @@ from gdpr_requests.pipeline.enqueue import enqueue_step
 from gdpr_requests.pipeline.queries import request_reference_of
 from gdpr_requests.pipeline.task_states import DISPATCHABLE
 from gdpr_requests.pipeline.timing import dispatch_lease_seconds
-
-logger = logging.getLogger("gdpr_requests.pipeline")
-
 
 SYSTEM = Actor.system("pipeline")
 

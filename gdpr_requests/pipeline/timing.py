@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import random
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.utils import timezone
-
-logger = logging.getLogger("gdpr_requests.pipeline")
 
 
 def backoff_seconds(attempts: int, retry_after: float | None = None) -> float:

@@ -55,6 +55,8 @@ class FakeMixpanel:
     tracking id, consumed one per poll, the last one repeating; default SUCCESS; FAILURE for a deletion that
     carries one of ``bad_ids``), cancels answer 204, and a retrieval's link serves ``result_body``.
     ``queue(operation, Reply...)`` makes the next calls of an operation answer as given instead.
+    With ``conflicts`` on, a deletion create for ids a deletion still runs for answers 409 naming that task (as
+    real clients report: MIXPANEL_GDPR_API.md "Errors"); a task runs until a lookup reports a final status.
     """
 
     operations = (
@@ -73,6 +75,8 @@ class FakeMixpanel:
         self.statuses: dict[str, list[str]] = {}
         self.default_status = "SUCCESS"
         self.bad_ids: set[str] = set()
+        self.conflicts = False
+        self.finished: set[str] = set()
         self.result_body: bytes = _zip({"events.json": b'[{"event": "Signed up"}]'})
         self.result_url: Callable[[str], str] = lambda tracking_id: f"{FILES}{tracking_id}.zip"
         self._counter = 0
@@ -149,6 +153,15 @@ class FakeMixpanel:
         return Reply(201, {"status": "ok", "results": {"task_id": tracking_id}})
 
     def _create_deletion(self, tracking_id: str, body: Any, request: Any) -> Reply:
+        if self.conflicts:
+            wanted = set(body["distinct_ids"])
+            running = {
+                tid: sorted(wanted.intersection(task["ids"]))
+                for tid, task in self.tasks.items()
+                if task["kind"] == "deletion" and tid not in self.finished and wanted.intersection(task["ids"])
+            }
+            if running:
+                return conflict_reply(sorted({i for ids in running.values() for i in ids}), sorted(running))
         return self._create("deletion", body)
 
     def _create_retrieval(self, tracking_id: str, body: Any, request: Any) -> Reply:
@@ -162,8 +175,12 @@ class FakeMixpanel:
         if script:
             return script.pop(0) if len(script) > 1 else script[0]
         if task and task["kind"] == "deletion" and self.bad_ids.intersection(task["ids"]):
-            return "FAILURE"
-        return self.default_status
+            status = "FAILURE"
+        else:
+            status = self.default_status
+        if status in ("SUCCESS", "FAILURE", "REVOKED"):
+            self.finished.add(tracking_id)
+        return status
 
     def _deletion_status(self, tracking_id: str, body: Any, request: Any) -> Reply:
         status = self._status_of(tracking_id)
@@ -194,6 +211,12 @@ class FakeMixpanel:
 
     def _download(self, tracking_id: str, body: Any, request: Any) -> Reply:
         return Reply(200, self.result_body, {"Content-Type": "application/zip"})
+
+
+def conflict_reply(distinct_ids: list[str], task_ids: list[str], text: str = "deletion already running") -> Reply:
+    """A 409 to a deletion create, in the shape real clients report (MIXPANEL_GDPR_API.md "Errors")."""
+    error = {"conflicting_distinct_ids": distinct_ids, "conflicting_task_ids": task_ids, "error": text}
+    return Reply(409, {"status": "error", "error": error})
 
 
 def _encode(reply: Reply) -> tuple[int, dict[str, str], bytes]:

@@ -378,7 +378,10 @@ def test_a_403_while_polling_also_pauses_and_a_successful_check_resumes(
 # --- FAILURE, NOT_FOUND, 404 ---------------------------------------------------------------------------
 
 
-def test_a_failed_batch_is_halved_until_the_bad_id_fails_alone(clock, mixpanel, make_request, staff_actor, project):
+def test_a_failed_batch_is_halved_until_the_bad_id_fails_alone_with_two_split_ways(
+    clock, mixpanel, make_request, staff_actor, project, settings
+):
+    settings.GDPR_FAILURE_SPLIT_WAYS = 2
     made = {name: approve(make_request, staff_actor, distinct_ids=[name]) for name in ("a", "b", "c", "d")}
     mixpanel.bad_ids = {"c"}
     drive(clock)
