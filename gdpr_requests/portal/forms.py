@@ -1,7 +1,7 @@
 """Public portal forms: the request form, the "send me a new link" form and the download code form.
 
 Every error message names its field in plain words (a screen reader reads the message, not the layout), and
-rate limits are counted inside validation (``clean``) so no view can forget them: RateLimited propagates out
+rate limits are counted inside validation (``clean``) so no view can forget them: PublicRateLimited propagates out
 of ``is_valid()`` and the view answers with the 429 page. The honeypot field is accepted but flags the form
 as a bot's (``is_bot``), so a bot sees the same neutral page as a person and nothing is created.
 """

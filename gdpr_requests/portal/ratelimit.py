@@ -37,7 +37,7 @@ DEFAULT_LIMITS: dict[str, dict[str, Limit]] = {
 }
 
 
-class RateLimited(Exception):
+class PublicRateLimited(Exception):
     """Too many attempts; ``retry_after`` is the number of seconds until the window ends."""
 
     def __init__(self, action: str, retry_after: int) -> None:
@@ -84,7 +84,7 @@ def _hit(action: str, scope: str, digest: str, limit: Limit) -> int | None:
 
 
 def check(action: str, *, ip: str | None = None, email: str | None = None, subject_key: str | None = None) -> None:
-    """Count an attempt at ``action`` for each scope given; raise RateLimited when any is over its limit."""
+    """Count an attempt at ``action`` for each scope given; raise PublicRateLimited when any is over its limit."""
     if not settings.DSR_PUBLIC_RATE_LIMITS_ENABLED:
         return
     scopes = {
@@ -101,4 +101,4 @@ def check(action: str, *, ip: str | None = None, email: str | None = None, subje
         if wait is not None:
             waits.append(wait)
     if waits:
-        raise RateLimited(action, max(waits))
+        raise PublicRateLimited(action, max(waits))

@@ -161,21 +161,6 @@ def _submit_batch(pending: Sequence[DataSubjectRequest]) -> list[Submission]:
 _intake: GroupCommitter[DataSubjectRequest, Submission] = GroupCommitter(submit_batch, max_batch=50)
 
 
-def request_rotate_links(*, request: DataSubjectRequest, why: str) -> DataSubjectRequest:
-    """Give the request a new link nonce: every link issued before stops working."""
-    with transaction.atomic():
-        nonce = secrets.token_hex(8)
-        DataSubjectRequest.objects.filter(pk=request.pk).update(link_nonce=nonce, updated_at=timezone.now())
-        audit_record(
-            action="request.links_rotated",
-            actor=Actor.subject(),
-            request_reference=request.reference,
-            payload={"why": why},
-        )
-    request.link_nonce = nonce
-    return request
-
-
 def request_resend_links(*, email: str) -> int:
     """Send fresh links for the open requests of this email (older links stop working). Returns how many.
 
