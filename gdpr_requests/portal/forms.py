@@ -93,7 +93,8 @@ class PortalForm(forms.Form):
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         if self.rate_limit_action:
-            ratelimit_public.check(self.rate_limit_action, ip=self.client_ip, email=cleaned.get("email") or None)
+            # Per IP only: a limit per address would let anyone lock its owner out (see ratelimit.py).
+            ratelimit_public.check(self.rate_limit_action, ip=self.client_ip)
         return cleaned
 
 

@@ -83,6 +83,8 @@ def test_closing_events_email_the_subject(
     make_request, staff_actor, celery_eager, django_capture_on_commit_callbacks, event
 ):
     dsr = make_request(email="ana@example.org", name="Ana & <Bo>")
+    if event != "expire":  # only an unconfirmed request expires, and its email does not repeat the name
+        services.request_confirm_email(request=dsr)
     with django_capture_on_commit_callbacks(execute=True):
         if event == "reject":
             services.request_reject(request=dsr, reason="No account uses this address.", actor=staff_actor)
@@ -92,13 +94,28 @@ def test_closing_events_email_the_subject(
             services.request_expire(request=dsr)
     (message,) = mail.outbox
     assert message.to == ["ana@example.org"] and dsr.reference in message.subject
-    assert "Hello Ana & <Bo>," in message.body  # plain text is not HTML-escaped
     html, mimetype = message.alternatives[0]
-    assert mimetype == "text/html" and "Hello Ana &amp; &lt;Bo&gt;," in html  # HTML is
+    assert mimetype == "text/html"
+    if event == "expire":
+        assert message.body.startswith("Hello,\n") and "Ana" not in message.body and "Ana" not in html
+    else:
+        assert "Hello Ana & <Bo>," in message.body  # plain text is not HTML-escaped
+        assert "Hello Ana &amp; &lt;Bo&gt;," in html  # HTML is
     if event == "reject":
         assert "No account uses this address." in message.body and "No account uses this address." in html
     if event == "cancel":
         assert "withdrawn by our privacy team" in message.body
+
+
+# What the request must look like for each event's email to be sent (the outbox checks it at send time).
+STATE_FOR_EVENT = {
+    "verify": {"verified_at": timezone.now()},
+    "extend": {"extended_at": timezone.now()},
+    "complete": {"status": "completed"},
+    "reject": {"status": "rejected"},
+    "cancel": {"status": "cancelled"},
+    "expire": {"status": "expired"},
+}
 
 
 @pytest.mark.parametrize(
@@ -106,7 +123,9 @@ def test_closing_events_email_the_subject(
 )
 def test_every_email_has_plain_text_and_html_without_template_leftovers(make_request, event):
     dsr = make_request(kind="access", email="ana@example.org", name="Ana")
-    DataSubjectRequest.objects.filter(pk=dsr.pk).update(extension_reason="Busy", rejection_reason="No")
+    DataSubjectRequest.objects.filter(pk=dsr.pk).update(
+        extension_reason="Busy", rejection_reason="No", **STATE_FOR_EVENT.get(event, {})
+    )
     assert notifications.send_subject_notification(request_id=dsr.pk, event=event)
     (message,) = mail.outbox
     html = message.alternatives[0][0]
@@ -120,24 +139,24 @@ def test_every_email_has_plain_text_and_html_without_template_leftovers(make_req
 
 def test_a_retried_task_does_not_send_twice(make_request):
     dsr = make_request()
-    assert notifications.send_subject_notification(request_id=dsr.pk, event="verify") is True
-    assert notifications.send_subject_notification(request_id=dsr.pk, event="verify") is False
+    assert notifications.send_subject_notification(request_id=dsr.pk, event="created") is True
+    assert notifications.send_subject_notification(request_id=dsr.pk, event="created") is False
     assert len(mail.outbox) == 1
-    row = SubjectNotification.objects.get(request=dsr, event="verify")
+    row = SubjectNotification.objects.get(request=dsr, event="created")
     assert row.sent_at is not None and row.attempts == 1
-    assert sent_events(dsr) == ["verify"]
+    assert sent_events(dsr) == ["created"]
 
 
 def test_a_failed_send_is_released_for_a_retry_and_logged_without_the_address(make_request, settings, caplog):
     dsr = make_request(email="secret-person@example.org")
     settings.EMAIL_BACKEND = "tests.unit.notifications.test_notifications.FailingBackend"
     with caplog.at_level(logging.ERROR, logger="gdpr_requests.notifications"):
-        assert notifications.send_subject_notification(request_id=dsr.pk, event="reject") is False
+        assert notifications.send_subject_notification(request_id=dsr.pk, event="created") is False
     assert dsr.reference in caplog.text and "secret-person" not in caplog.text
-    row = SubjectNotification.objects.get(request=dsr, event="reject")
+    row = SubjectNotification.objects.get(request=dsr, event="created")
     assert row.sent_at is None and row.claimed_at is None
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-    assert notifications.send_subject_notification(request_id=dsr.pk, event="reject") is True
+    assert notifications.send_subject_notification(request_id=dsr.pk, event="created") is True
     assert len(mail.outbox) == 1
 
 
@@ -152,14 +171,14 @@ class FailingBackend:
 
 
 def test_the_sweep_requeues_emails_whose_message_was_lost(make_request, celery_eager):
+    # Each request's "created" email was recorded at intake; none of their messages reached a worker.
     lost = make_request(email="lost@example.org")
     done = make_request(email="done@example.org")
-    SubjectNotification.objects.create(request=lost, event="verify", created_at=timezone.now() - timedelta(minutes=5))
-    SubjectNotification.objects.create(
-        request=done, event="verify", created_at=timezone.now() - timedelta(minutes=5), sent_at=timezone.now()
+    SubjectNotification.objects.filter(request=lost).update(created_at=timezone.now() - timedelta(minutes=5))
+    SubjectNotification.objects.filter(request=done).update(
+        created_at=timezone.now() - timedelta(minutes=5), sent_at=timezone.now()
     )
-    fresh = make_request(email="fresh@example.org")
-    SubjectNotification.objects.create(request=fresh, event="verify")  # its own task is still on its way
+    make_request(email="fresh@example.org")  # its own task is still on its way
     assert notifications.send_pending() == 1
     assert [m.to for m in mail.outbox] == [["lost@example.org"]]
     assert notifications.send_pending() == 0
