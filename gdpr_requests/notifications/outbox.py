@@ -191,6 +191,8 @@ def send_subject_notification(*, request_id: int, event: str) -> bool:
         return False
     try:
         if base == "resend":
+            # Rotated now, not when asked: a failed send leaves no working link until its retry makes new ones,
+            # which is the price of never revoking a person's links from a form anyone can post.
             _new_links(request)
         message = build_message(request, base)
         if message is not None:
