@@ -92,6 +92,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # Health, readiness and token-guarded metrics, answered before host validation (probes come by IP).
     "gdpr_requests.ops.middleware.ProbeMiddleware",
+    # Bodies over DSR_MAX_BODY_BYTES get a 413 before anything parses them (no form takes files).
+    "gdpr_requests.portal.middleware.MaxBodySizeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -269,6 +271,11 @@ DSR_STATUS_LINK_DAYS = env.int("DSR_STATUS_LINK_DAYS", default=400)
 DSR_PUBLIC_RATE_LIMITS_ENABLED = env.bool("DSR_PUBLIC_RATE_LIMITS_ENABLED", default=True)
 # Behind N reverse proxies, the portal's rate limits key on the Nth address from the right of X-Forwarded-For.
 DSR_TRUSTED_PROXY_HOPS = env.int("DSR_TRUSTED_PROXY_HOPS", default=0)
+# Request bodies over this many bytes are refused with a 413 (portal/middleware.py): no form takes files and
+# the admin's posts are a few kilobytes. Django's own limits follow it, so an accepted body stays in memory.
+DSR_MAX_BODY_BYTES = env.int("DSR_MAX_BODY_BYTES", default=64 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = DSR_MAX_BODY_BYTES
+FILE_UPLOAD_MAX_MEMORY_SIZE = DSR_MAX_BODY_BYTES
 
 # --- Mixpanel -----------------------------------------------------------------------------------------
 MIXPANEL_INTEGRATION_ID = env.str("MIXPANEL_INTEGRATION_ID", default="privacy-request-manager")

@@ -15,6 +15,8 @@ from gdpr_requests.requests import download_codes, states, tokens
 # Transitions (services hook actions) that the subject hears about; the action name is the event name.
 TRANSITION_EVENTS = frozenset({"verify", "extend", "complete", "reject", "cancel", "expire"})
 REPEATABLE_EVENTS = frozenset({"duplicate", "resend", "download_code"})
+# The emails that carry the request's link and that anyone can cause by typing an address into a public form.
+LINK_EVENTS = frozenset({"created", "resend", "duplicate"})
 
 SUBJECTS = {
     "created": "Please confirm your privacy request {reference}",
@@ -45,7 +47,9 @@ def _context(request: DataSubjectRequest, event: str) -> dict | None:
     context = {
         "request": request,
         "reference": request.reference,
-        "name": request.requester_name,
+        # Until the address is confirmed, anyone may have typed it: the email repeats none of their free text
+        # (a "name" like "your account is locked, call ...") and greets neutrally.
+        "name": request.requester_name if request.verified_at else "",
         "kind": request.kind,
         "is_access": request.kind == RequestKind.ACCESS,
         "kind_label": "a copy of your data" if request.kind == RequestKind.ACCESS else "deletion of your data",
@@ -58,7 +62,7 @@ def _context(request: DataSubjectRequest, event: str) -> dict | None:
         "status_url": "",
         "verification_url": "",
     }
-    if event in {"created", "resend", "duplicate"} and unverified:
+    if event in LINK_EVENTS and unverified:
         context["verification_url"] = tokens.verification_url(request)
     elif event != "expire":
         context["status_url"] = tokens.status_url(request)

@@ -41,6 +41,7 @@ AWAITING_REVIEW = "awaiting_review"
 NEEDS_ATTENTION = "needs_attention"
 DUE_SOON = "due_soon"
 CREDENTIAL_EXPIRING = "credential_expiring"
+SUBJECT_EMAIL_UNSENT = "subject_email_unsent"
 DIGEST = "digest"
 
 DUE_SOON_DAYS = 3
@@ -444,4 +445,42 @@ def _describe_due_or_late(request: DataSubjectRequest) -> AlertLine:
         f"{request.get_status_display().lower()}"
         f"{', assigned to ' + request.assignee.get_username() if request.assignee else ', unassigned'}",
         _request_url(request),
+    )
+
+
+# --- Subject emails the outbox sweep gave up on --------------------------------------------------------------
+def _describe_unsent(row: Any) -> AlertLine:
+    event = row.event.partition(":")[0]
+    return AlertLine(
+        f"{row.request.reference}: the {event} email was not sent after {_plural(row.attempts, 'attempt')} "
+        f"(queued {_moment(row.created_at)}); it stays unsent until someone looks",
+        _request_url(row.request),
+    )
+
+
+def alert_unsent_subject_emails(rows: Iterable[Any]) -> int:
+    """Tell staff about subject emails the sweep no longer retries (SubjectNotification rows), once per row.
+
+    The occasion is the row (request reference and event): a later email of the same request alerts again.
+    Returns how many rows were alerted.
+    """
+    rows = list(rows)
+    if not rows:
+        return 0
+    recipients = _recipients()
+    if not recipients:
+        return 0
+    return len(
+        _alert(
+            kind=SUBJECT_EMAIL_UNSENT,
+            candidates=(Candidate(row.request.reference, row.event, row) for row in rows),
+            describe=_describe_unsent,
+            subject=_subject(
+                "An email to the requester of {label} was not sent", "{n} emails to requesters were not sent"
+            ),
+            intro="These emails to requesters could not be sent and are no longer retried. Check the mail server "
+            "and the address, then contact the requester another way if needed:",
+            more_url=_list_url(),
+            recipients=recipients,
+        )
     )

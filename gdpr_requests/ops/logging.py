@@ -4,7 +4,10 @@ Callers log references and ids only, never personal data, and pass structured co
 ``extra={"reference": ..., "task_id": ..., "outcome": ...}``. Production writes one JSON object per line
 (``JsonFormatter``); development writes readable text with the same context appended as ``key=value``
 (``TextFormatter``). ``RedactFilter`` sits on the handlers as a last line of defence: anything that looks like
-an email address or a bearer token is replaced before a record is written, whoever logged it.
+an email address, a bearer token or a signed link of the portal (``/verify/<token>/``, ``/status/<token>/``,
+``/download/<token>/``, as the development server and error reports print request paths) is replaced before a
+record is written, whoever logged it. Percent-encoded text (``ana%40example.org`` in a query string) is decoded
+first, so that encoding does not hide an address.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 import re
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -21,15 +25,26 @@ EMAIL_PATTERN = re.compile(
     r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+"
 )
 BEARER_PATTERN = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")
+# The portal's URLs that carry a signed token as their segment after the prefix (portal/urls.py).
+TOKEN_PATH_PATTERN = re.compile(r"(/(?:verify|status|download)/)[^/\s\"'?#<>]+")
 EMAIL_PLACEHOLDER = "[email redacted]"
+TOKEN_PLACEHOLDER = "[token redacted]"
+# "%2540" is "%40" encoded once more; two rounds undo what a URL in a URL does.
+_DECODE_ROUNDS = 2
 
 
 def redact(text: str) -> str:
-    """Replace email addresses and bearer tokens in ``text``."""
+    """Replace email addresses, bearer tokens and signed link tokens in ``text`` (percent-decoded first)."""
+    for _ in range(_DECODE_ROUNDS):
+        if "%" not in text:
+            break
+        text = unquote(text)
     if "@" in text:
         text = EMAIL_PATTERN.sub(EMAIL_PLACEHOLDER, text)
     if "earer" in text:
         text = BEARER_PATTERN.sub(r"\1[redacted]", text)
+    if "/verify/" in text or "/status/" in text or "/download/" in text:
+        text = TOKEN_PATH_PATTERN.sub(rf"\1{TOKEN_PLACEHOLDER}", text)
     return text
 
 

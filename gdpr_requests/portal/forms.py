@@ -1,13 +1,14 @@
 """Public portal forms: the request form, the "send me a new link" form and the download code form.
 
 Every error message names its field in plain words (a screen reader reads the message, not the layout), and
-rate limits are counted inside validation (``clean``) so no view can forget them: RateLimited propagates out
+rate limits are counted inside validation (``clean``) so no view can forget them: PublicRateLimited propagates out
 of ``is_valid()`` and the view answers with the 429 page. The honeypot field is accepted but flags the form
 as a bot's (``is_bot``), so a bot sees the same neutral page as a person and nothing is created.
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Any
 
@@ -61,6 +62,20 @@ def _has_control_characters(value: str, *, allow_newlines: bool = False) -> bool
     return any(unicodedata.category(ch) == "Cc" and ch not in allowed for ch in value)
 
 
+# Characters that reorder the text around them: in an email or the admin they can make "moc.live" read as
+# "evil.com", or hide what follows.
+BIDI_CONTROLS = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# A web address in a name: a scheme, "www.", or a dotted host ending in a top-level domain ("evil.example/reset").
+# A dot followed by a space ("J. R. Smith") or by a single letter ("J.R. Smith") is not one.
+LINK_PATTERN = re.compile(
+    r"(?i)(?:[a-z][a-z0-9+.-]*://|\bwww\.|[\w-]+(?:\.[\w-]+)*\.[^\W\d_]{2,63}(?![\w-])(?:[/:?#]|$|\s|,|\)))"
+)
+
+
+def _has_bidi_controls(value: str) -> bool:
+    return any(ch in BIDI_CONTROLS for ch in value)
+
+
 class HoneypotField(forms.Field):
     """Never invalid, whatever a bot puts in it: an error would tell the bot what we check."""
 
@@ -93,7 +108,8 @@ class PortalForm(forms.Form):
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         if self.rate_limit_action:
-            ratelimit_public.check(self.rate_limit_action, ip=self.client_ip, email=cleaned.get("email") or None)
+            # Per IP only: a limit per address would let anyone lock its owner out (see ratelimit.py).
+            ratelimit_public.check(self.rate_limit_action, ip=self.client_ip)
         return cleaned
 
 
@@ -180,12 +196,29 @@ class DataRequestForm(PortalForm):
         name = self.cleaned_data["name"]
         if _has_control_characters(name):
             raise forms.ValidationError("Your name contains a character we cannot accept.", code="invalid")
+        if _has_bidi_controls(name):
+            raise forms.ValidationError(
+                "Your name contains a hidden character that changes the direction of text. Type your name again "
+                "without it.",
+                code="invalid",
+            )
+        if LINK_PATTERN.search(name):
+            raise forms.ValidationError(
+                "Your name looks like it contains a web address. Enter only your name (if it has a dot between "
+                "two words, put a space after the dot).",
+                code="invalid",
+            )
         return name
 
     def clean_message(self) -> str:
         message = self.cleaned_data["message"]
         if _has_control_characters(message, allow_newlines=True):
             raise forms.ValidationError("Your message contains a character we cannot accept.", code="invalid")
+        if _has_bidi_controls(message):
+            raise forms.ValidationError(
+                "Your message contains a hidden character that changes the direction of text. Remove it and try again.",
+                code="invalid",
+            )
         return message
 
     def clean_distinct_ids(self) -> list[str]:

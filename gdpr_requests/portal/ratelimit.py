@@ -1,9 +1,13 @@
-"""Rate limits on the public portal: per client IP and per email (or per request) for each action.
+"""Rate limits on the public portal: per client IP, and per request for the actions about one request.
 
 Fixed windows counted in Django's cache (Redis in production, shared by every web process; locmem in
-development). Keys hold keyed hashes, never an address or an email in clear. The defaults below can be
-overridden per action and scope with ``settings.DSR_PUBLIC_RATE_LIMITS`` ({"submit": {"ip": (10, 3600)}}),
-and ``settings.DSR_PUBLIC_RATE_LIMITS_ENABLED = False`` turns them all off (e.g. for the load benchmark).
+development). Keys hold keyed hashes, never an address in clear. The defaults below can be overridden per
+action and scope with ``settings.DSR_PUBLIC_RATE_LIMITS`` ({"submit": {"ip": (10, 3600)}}), and
+``settings.DSR_PUBLIC_RATE_LIMITS_ENABLED = False`` turns them all off (e.g. for the load benchmark).
+
+There is deliberately no limit per email address here: anyone can type anyone's address, so such a limit
+would let a stranger lock a person out of the form. What protects an address from a flood is the limit on
+the emails sent to it (notifications.outbox, LINK_EMAILS_PER_HOUR); its submissions are always taken.
 """
 
 from __future__ import annotations
@@ -17,8 +21,6 @@ from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest
 
-from gdpr_requests.crypto import email_hash
-
 
 @dataclass(frozen=True)
 class Limit:
@@ -26,18 +28,18 @@ class Limit:
     seconds: int
 
 
-# Generous for a person (who submits once or twice), tight for a script. "email" counts per keyed email hash,
-# "request" per request the action is about (the download code of one export).
+# Generous for a person (who submits once or twice), tight for a script. "request" counts per request the
+# action is about (the download code of one export); it is only reached through that request's signed link.
 DEFAULT_LIMITS: dict[str, dict[str, Limit]] = {
-    "submit": {"ip": Limit(20, 3600), "email": Limit(5, 3600)},
-    "resend": {"ip": Limit(10, 3600), "email": Limit(3, 3600)},
+    "submit": {"ip": Limit(20, 3600)},
+    "resend": {"ip": Limit(10, 3600)},
     "code_send": {"ip": Limit(10, 3600), "request": Limit(5, 3600)},
     "code_entry": {"ip": Limit(30, 3600), "request": Limit(15, 3600)},
     "withdraw": {"ip": Limit(20, 3600)},
 }
 
 
-class RateLimited(Exception):
+class PublicRateLimited(Exception):
     """Too many attempts; ``retry_after`` is the number of seconds until the window ends."""
 
     def __init__(self, action: str, retry_after: int) -> None:
@@ -83,22 +85,19 @@ def _hit(action: str, scope: str, digest: str, limit: Limit) -> int | None:
     return None
 
 
-def check(action: str, *, ip: str | None = None, email: str | None = None, subject_key: str | None = None) -> None:
-    """Count an attempt at ``action`` for each scope given; raise RateLimited when any is over its limit."""
+def check(action: str, *, ip: str | None = None, subject_key: str | None = None) -> None:
+    """Count an attempt at ``action``, per IP first; raise PublicRateLimited at the first scope over its limit.
+
+    An attempt refused for its IP is not counted against its request: a client over its own limit cannot use
+    up the allowance of a request it names.
+    """
     if not settings.DSR_PUBLIC_RATE_LIMITS_ENABLED:
         return
-    scopes = {
-        "ip": _digest(ip) if ip else None,
-        "email": email_hash(email)[:32] if email else None,
-        "request": _digest(subject_key) if subject_key else None,
-    }
-    waits = []
-    for scope, digest in scopes.items():
+    scopes = (("ip", _digest(ip) if ip else None), ("request", _digest(subject_key) if subject_key else None))
+    for scope, digest in scopes:
         limit = _limit(action, scope)
         if digest is None or limit is None:
             continue
         wait = _hit(action, scope, digest, limit)
         if wait is not None:
-            waits.append(wait)
-    if waits:
-        raise RateLimited(action, max(waits))
+            raise PublicRateLimited(action, wait)

@@ -7,7 +7,6 @@ Emails go out through notifications.notify_after_commit: ids and an event name o
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -161,26 +160,13 @@ def _submit_batch(pending: Sequence[DataSubjectRequest]) -> list[Submission]:
 _intake: GroupCommitter[DataSubjectRequest, Submission] = GroupCommitter(submit_batch, max_batch=50)
 
 
-def request_rotate_links(*, request: DataSubjectRequest, why: str) -> DataSubjectRequest:
-    """Give the request a new link nonce: every link issued before stops working."""
-    with transaction.atomic():
-        nonce = secrets.token_hex(8)
-        DataSubjectRequest.objects.filter(pk=request.pk).update(link_nonce=nonce, updated_at=timezone.now())
-        audit_record(
-            action="request.links_rotated",
-            actor=Actor.subject(),
-            request_reference=request.reference,
-            payload={"why": why},
-        )
-    request.link_nonce = nonce
-    return request
-
-
 def request_resend_links(*, email: str) -> int:
-    """Send fresh links for the open requests of this email (older links stop working). Returns how many.
+    """Queue fresh links for the open requests of this email. Returns how many.
 
-    Unverified requests get a new confirmation link, the others a new status link. Nothing tells the caller
-    whether the email was known: the view shows the same page either way.
+    Unverified requests get a new confirmation link, the others a new status link. The new links are made
+    when the email goes out (notifications.outbox), and the older ones stop working then: a stranger who asks
+    for someone's links cannot revoke the ones that person holds without the new ones reaching them. Nothing
+    tells the caller whether the email was known: the view shows the same page either way.
     """
     hashed = email_hash(email)
     sent = 0
@@ -191,8 +177,6 @@ def request_resend_links(*, email: str) -> int:
             )[:RESEND_MAX_REQUESTS]
         )
         for dsr in matches:
-            dsr.link_nonce = secrets.token_hex(8)
-            DataSubjectRequest.objects.filter(pk=dsr.pk).update(link_nonce=dsr.link_nonce, updated_at=timezone.now())
             event = audit_record(
                 action="request.links_resent",
                 actor=Actor.subject(),

@@ -29,7 +29,7 @@ from gdpr_requests.models import AuditEvent, DataSubjectRequest, RequestKind, Su
 from gdpr_requests.portal import ratelimit as ratelimit_public
 from gdpr_requests.portal import services as portal_services
 from gdpr_requests.portal.forms import DataRequestForm, DownloadCodeForm, ResendLinkForm
-from gdpr_requests.portal.ratelimit import RateLimited
+from gdpr_requests.portal.ratelimit import PublicRateLimited
 from gdpr_requests.requests import download_codes, exports, services, states, tokens
 
 PUBLIC_STATUS = {
@@ -85,7 +85,7 @@ def token_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]
     return wrapper
 
 
-def too_many(request: HttpRequest, exc: RateLimited) -> HttpResponse:
+def too_many(request: HttpRequest, exc: PublicRateLimited) -> HttpResponse:
     minutes = max(1, (exc.retry_after + 59) // 60)
     response = render(request, "portal/rate_limited.html", {"minutes": minutes}, status=429)
     response["Retry-After"] = str(exc.retry_after)
@@ -118,7 +118,7 @@ def request_form(request: HttpRequest) -> HttpResponse:
         form = DataRequestForm(request.POST, client_ip=ratelimit_public.client_ip(request))
         try:
             valid = form.is_valid()
-        except RateLimited as exc:
+        except PublicRateLimited as exc:
             return too_many(request, exc)
         if valid:
             if not form.is_bot:
@@ -150,7 +150,7 @@ def resend_link(request: HttpRequest) -> HttpResponse:
         form = ResendLinkForm(request.POST, client_ip=ratelimit_public.client_ip(request))
         try:
             valid = form.is_valid()
-        except RateLimited as exc:
+        except PublicRateLimited as exc:
             return _private(too_many(request, exc))
         if valid:
             if not form.is_bot:
@@ -166,7 +166,6 @@ def links_sent(request: HttpRequest) -> HttpResponse:
     return render(request, "portal/check_email.html", _check_email_context(resent=True))
 
 
-@no_referrer_csrf
 # --- Verification -----------------------------------------------------------------------------------
 @no_referrer_csrf
 @token_page
@@ -312,7 +311,7 @@ def withdraw(request: HttpRequest, token: str) -> HttpResponse:
     if request.method == "POST":
         try:
             ratelimit_public.check("withdraw", ip=ratelimit_public.client_ip(request))
-        except RateLimited as exc:
+        except PublicRateLimited as exc:
             return too_many(request, exc)
         try:
             portal_services.request_withdraw(request=dsr)
@@ -343,6 +342,10 @@ def _file_description(export: SubjectExport) -> str:
     return "a ZIP file of JSON files"
 
 
+def _code_minutes() -> int:
+    return int(download_codes.CODE_LIFETIME.total_seconds() // 60)
+
+
 def _download_page(
     request: HttpRequest,
     dsr: DataSubjectRequest,
@@ -362,6 +365,7 @@ def _download_page(
         "notice": notice,
         "file_description": _file_description(export),
         "is_json": export.content_type == "application/json",
+        "code_minutes": _code_minutes(),
     }
     return render(request, "portal/download.html", context, status=status)
 
@@ -397,7 +401,7 @@ def download(request: HttpRequest, token: str) -> HttpResponse:
 
     try:
         ratelimit_public.check("code_entry", ip=ratelimit_public.client_ip(request), subject_key=dsr.reference)
-    except RateLimited as exc:
+    except PublicRateLimited as exc:
         return too_many(request, exc)
     form = DownloadCodeForm(request.POST)
     if not form.is_valid():
@@ -413,7 +417,7 @@ def download(request: HttpRequest, token: str) -> HttpResponse:
             download_codes.CodeResult.WRONG: "That code is not right. Check the latest email from us and try again.",
             download_codes.CodeResult.LOCKED: "That code was entered wrongly too many times, so it no longer works. "
             "Ask for a new code below.",
-            download_codes.CodeResult.EXPIRED: f"That code has expired (codes work for {int(download_codes.CODE_LIFETIME.total_seconds() // 60)} minutes). "
+            download_codes.CodeResult.EXPIRED: f"That code has expired (codes work for {_code_minutes()} minutes). "
             "Ask for a new code below.",
             download_codes.CodeResult.NO_CODE: "Ask for a code first: we send it to your email address.",
         }.get(result)
@@ -441,7 +445,7 @@ def download_code(request: HttpRequest, token: str) -> HttpResponse:
     dsr, export = target
     try:
         ratelimit_public.check("code_send", ip=ratelimit_public.client_ip(request), subject_key=dsr.reference)
-    except RateLimited as exc:
+    except PublicRateLimited as exc:
         return too_many(request, exc)
     portal_services.export_code_request(export=export)
     return redirect(f"{reverse('portal:download', args=[token])}?sent=1#code")

@@ -95,8 +95,8 @@ def test_the_console_handler_has_the_redaction_filter():
     assert settings.LOGGING["loggers"]["django"]["handlers"] == ["console"]
 
 
-@pytest.mark.parametrize(("django_env", "expect_json"), [("production", True), ("development", False)])
-def test_log_format_follows_the_environment(tmp_path, django_env, expect_json):
+def log_through_settings(tmp_path, django_env: str, code: str) -> list[str]:
+    """Run ``code`` in a fresh process configured by compliance.settings; return the lines it logged."""
     from cryptography.fernet import Fernet
 
     env = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG"}}
@@ -109,12 +109,8 @@ def test_log_format_follows_the_environment(tmp_path, django_env, expect_json):
         DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
         VAR_DIR=str(tmp_path / "var"),
     )
-    code = (
-        "import django, logging; django.setup(); "
-        "logging.getLogger('gdpr_requests.test').warning('hello %s', 'who@example.org', extra={'reference': 'DSR-1'})"
-    )
     result = subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", "import django, logging; django.setup(); " + code],
         cwd=ROOT,
         env={**env, "DJANGO_SETTINGS_MODULE": "compliance.settings"},
         capture_output=True,
@@ -122,9 +118,48 @@ def test_log_format_follows_the_environment(tmp_path, django_env, expect_json):
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    line = result.stderr.strip().splitlines()[-1]
+    return result.stderr.strip().splitlines()
+
+
+@pytest.mark.parametrize(("django_env", "expect_json"), [("production", True), ("development", False)])
+def test_log_format_follows_the_environment(tmp_path, django_env, expect_json):
+    code = (
+        "logging.getLogger('gdpr_requests.test').warning('hello %s', 'who@example.org', extra={'reference': 'DSR-1'})"
+    )
+    line = log_through_settings(tmp_path, django_env, code)[-1]
     assert "who@example.org" not in line
     if expect_json:
         assert json.loads(line)["reference"] == "DSR-1"
     else:
         assert line.endswith("hello [email redacted] reference=DSR-1")
+
+
+SIGNED = "eyJyIjoxLCJuIjoiNzk1OTdlNDgwZTgzOWJlMiJ9:1xYipo:GGrBHQoncxWwxwu0A4zZqDmcqxbrLru9ep8I-NDsUx0"
+
+
+def test_the_development_server_log_shows_no_signed_link_and_no_encoded_email(tmp_path):
+    # What runserver's request handler logs (django.server, '"%s" %s %s': request line, status, size).
+    requests = [
+        f"GET /verify/{SIGNED}/ HTTP/1.1",
+        f"POST /status/{SIGNED}/withdraw/ HTTP/1.1",
+        f"GET /download/{SIGNED}/?sent=1 HTTP/1.1",
+        "GET /request/?from=getform%40example.org HTTP/1.1",
+        "GET /request/?from=twice%2540example.org HTTP/1.1",
+    ]
+    code = "; ".join(
+        f"logging.getLogger('django.server').info('\"%s\" %s %s', {line!r}, '200', '1234')" for line in requests
+    )
+    lines = log_through_settings(tmp_path, "development", code)[-len(requests) :]
+    text = "\n".join(lines)
+    assert SIGNED not in text and SIGNED[:20] not in text
+    assert "getform" not in text and "twice" not in text and "example.org" not in text
+    assert '"GET /verify/[token redacted]/ HTTP/1.1" 200 1234' in lines[0]
+    assert '"POST /status/[token redacted]/withdraw/ HTTP/1.1" 200 1234' in lines[1]
+    assert '"GET /download/[token redacted]/?sent=1 HTTP/1.1" 200 1234' in lines[2]
+    assert "[email redacted]" in lines[3] and "[email redacted]" in lines[4]
+
+
+def test_a_signed_link_in_an_error_report_is_redacted_in_json_too(tmp_path):
+    code = f"logging.getLogger('django.request').warning('Not Found: %s', '/status/{SIGNED}/')"
+    entry = json.loads(log_through_settings(tmp_path, "production", code)[-1])
+    assert entry["message"] == "Not Found: /status/[token redacted]/"

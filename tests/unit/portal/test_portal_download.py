@@ -136,6 +136,15 @@ def test_a_code_expires_after_fifteen_minutes(client, completed_access, django_c
     assert response.status_code == 400 and "That code has expired" in response.content.decode()
 
 
+def test_the_download_page_states_the_code_lifetime_from_download_codes(
+    client, completed_access, django_capture_on_commit_callbacks, monkeypatch
+):
+    monkeypatch.setattr(download_codes, "CODE_LIFETIME", timedelta(minutes=7))
+    ask_for_code(client, completed_access, django_capture_on_commit_callbacks)
+    html = client.get(download_path(completed_access) + "?sent=1").content.decode()
+    assert "It works for 7 minutes." in html
+
+
 def test_a_head_request_shows_the_page_and_uses_nothing(client, completed_access):
     response = client.head(download_path(completed_access))
     assert response.status_code == 200 and not response.content

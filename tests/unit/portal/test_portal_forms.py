@@ -112,6 +112,15 @@ def test_the_small_forms_name_their_field_too(email, code, settings):
         ("name", "x" * 201, "Your name is too long: use at most 200 characters (it has 201)."),
         ("name", "Ana\x00", "null character"),
         ("name", "Ana\x07", "Your name contains a character we cannot accept."),
+        ("name", "Ana \u202egnp.exe", "a hidden character that changes the direction of text"),
+        ("name", "\u2066Ana\u2069", "a hidden character that changes the direction of text"),
+        ("name", "Ana\u200f", "a hidden character that changes the direction of text"),
+        ("name", "Reset at evil.example/reset", "Your name looks like it contains a web address"),
+        ("name", "Ana https://evil.example", "Your name looks like it contains a web address"),
+        ("name", "Ana http://x", "Your name looks like it contains a web address"),
+        ("name", "see www.evil", "Your name looks like it contains a web address"),
+        ("name", "Ana (bit.ly)", "Your name looks like it contains a web address"),
+        ("message", "Hello \u202dthere", "Your message contains a hidden character"),
         ("email", "", "Enter your email address."),
         ("email", "ana@", "Enter your email address in the right format"),
         ("email", "a" * 250 + "@example.org", "Your email address is too long"),
@@ -144,6 +153,16 @@ def test_each_bad_field_gets_a_plain_message_tied_to_it_in_the_page(client, fiel
         assert f"id_{field}_error" in element["aria-describedby"].split()
         assert element["aria-invalid"] == "true"
     assert not DataSubjectRequest.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "name", ["Ana Núñez", "J. R. R. Tolkien", "J.R. Smith", "Mary-Ann O'Neil", "Smith, Ana", "D.J."]
+)
+def test_ordinary_names_with_dots_are_accepted(name):
+    form = DataRequestForm(
+        {"kind": "access", "name": name, "email": "ana@example.org", "residence": "eea_uk"}, client_ip="192.0.2.1"
+    )
+    assert form.is_valid(), form.errors
 
 
 def test_the_start_page_explains_the_rights_and_links_to_the_form(client):

@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 import statistics
 import time
+from datetime import timedelta
 
 import pytest
+import time_machine
 from django.core import mail
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from gdpr_requests.models import AuditEvent, DataSubjectRequest
 from gdpr_requests.requests import states
@@ -216,15 +219,46 @@ def test_every_post_needs_a_csrf_token_and_a_failure_gets_a_friendly_page():
     assert not DataSubjectRequest.objects.exists()
 
 
-def test_submissions_are_rate_limited_per_email_with_a_friendly_429(client, settings):
-    settings.DSR_PUBLIC_RATE_LIMITS = {"submit": {"ip": (100, 3600), "email": (2, 3600)}}
-    assert post_form(client).status_code == 302
-    assert post_form(client, kind="deletion").status_code == 302
-    response = post_form(client, email="ANA@example.org")
-    assert response.status_code == 429
-    assert int(response["Retry-After"]) > 0
-    assert "Too many attempts" in response.content.decode()
-    assert post_form(client, email="other@example.org").status_code == 302  # another person is not blocked
+def test_a_client_over_its_ip_limit_cannot_lock_an_address_out(celery_eager, django_capture_on_commit_callbacks):
+    attacker = Client(REMOTE_ADDR="203.0.113.66")
+    for _ in range(20):  # the default 20 posts an hour from one IP (invalid ones count too)
+        post_form(attacker, email="not-an-email")
+    for _ in range(6):
+        assert post_form(attacker, email="victim@example.org").status_code == 429
+    victim = Client(REMOTE_ADDR="198.51.100.7")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post_form(victim, email="victim@example.org")
+    assert response.status_code == 302 and response["Location"] == reverse("portal:request_sent")
+    assert DataSubjectRequest.objects.get().reference in mail.outbox[0].subject
+    assert [m.to for m in mail.outbox] == [["victim@example.org"]]
+
+
+def test_submissions_naming_one_address_are_all_taken_but_email_it_at_most_n_times_an_hour(
+    settings, celery_eager, django_capture_on_commit_callbacks
+):
+    from gdpr_requests.notifications import outbox
+
+    settings.DSR_LINK_EMAILS_PER_HOUR = 3
+    for n in range(6):  # a stranger with many addresses of their own
+        with django_capture_on_commit_callbacks(execute=True):
+            response = post_form(Client(REMOTE_ADDR=f"203.0.113.{n}"), email="victim@example.org", name="Mallory")
+        assert response.status_code == 302 and response["Location"] == reverse("portal:request_sent")
+    with django_capture_on_commit_callbacks(execute=True):
+        own = post_form(Client(REMOTE_ADDR="198.51.100.7"), email="victim@example.org")
+    assert own.status_code == 302 and own["Location"] == reverse("portal:request_sent")
+    dsr = DataSubjectRequest.objects.get()  # the later ones are duplicates of the first
+    assert AuditEvent.objects.filter(action="request.duplicate_submitted").count() == 6
+    assert len(mail.outbox) == 3
+
+    # The waiting emails were coalesced: an hour later the sweep sends one, with a link that works.
+    with time_machine.travel(timezone.now() + timedelta(minutes=61)):
+        outbox.send_pending()
+        assert len(mail.outbox) == 4
+        assert outbox.send_pending() == 0
+        (confirm,) = [link for link in links_in(mail.outbox[-1]) if "/verify/" in link]
+        assert Client().get(confirm.removeprefix("http://127.0.0.1:8000")).status_code == 200
+    assert dsr.reference in mail.outbox[-1].subject
+    assert outbox.oldest_unsent_email_age_seconds() is None
 
 
 def test_submissions_are_rate_limited_per_ip(settings):

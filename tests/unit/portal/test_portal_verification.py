@@ -147,14 +147,39 @@ def test_the_new_link_form_answers_the_same_for_known_and_unknown_addresses(make
     assert ask("known@example.org") == ask("nobody@example.org")
 
 
-def test_the_new_link_form_is_rate_limited(client, settings, make_request):
-    settings.DSR_PUBLIC_RATE_LIMITS = {"resend": {"ip": (100, 3600), "email": (2, 3600)}}
+def test_the_new_link_form_is_rate_limited_per_ip(settings, make_request):
+    settings.DSR_PUBLIC_RATE_LIMITS = {"resend": {"ip": (2, 3600)}}
     make_request(email="ana@example.org")
+    near, far = Client(REMOTE_ADDR="203.0.113.5"), Client(REMOTE_ADDR="198.51.100.9")
     for _ in range(2):
-        assert client.post(reverse("portal:resend"), {"email": "ana@example.org"}).status_code == 302
-    response = client.post(reverse("portal:resend"), {"email": "ana@example.org"})
+        assert near.post(reverse("portal:resend"), {"email": "ana@example.org"}).status_code == 302
+    response = near.post(reverse("portal:resend"), {"email": "ana@example.org"})
     assert response.status_code == 429
     assert "Too many attempts" in response.content.decode()
+    assert far.post(reverse("portal:resend"), {"email": "ana@example.org"}).status_code == 302
+
+
+def test_strangers_asking_for_someones_links_cannot_lock_them_out_or_flood_them(
+    settings, make_request, celery_eager, django_capture_on_commit_callbacks
+):
+    settings.DSR_LINK_EMAILS_PER_HOUR = 2
+    dsr = make_request(email="ana@example.org")
+    attacker = Client(REMOTE_ADDR="203.0.113.66")
+    for _ in range(10):  # the default 10 an hour from one IP
+        attacker.post(reverse("portal:resend"), {"email": "nobody@example.org"})
+    for _ in range(6):
+        assert attacker.post(reverse("portal:resend"), {"email": "ana@example.org"}).status_code == 429
+    for n in range(5):
+        with django_capture_on_commit_callbacks(execute=True):
+            response = Client(REMOTE_ADDR=f"198.51.100.{n}").post(
+                reverse("portal:resend"), {"email": "ana@example.org"}
+            )
+        assert response.status_code == 302 and response["Location"] == reverse("portal:links_sent")
+    # Two emails went out; the other resends wait, and revoked none of the links already sent.
+    assert len(mail.outbox) == 2
+    (link,) = [u for u in re.findall(r"http://\S+", mail.outbox[-1].body) if "/verify/" in u]
+    assert Client().get(path_of(link)).status_code == 200
+    assert AuditEvent.objects.filter(request_reference=dsr.reference, action="request.links_resent").count() == 5
 
 
 def test_unconfirmed_requests_expire_after_the_configured_days_and_are_told(

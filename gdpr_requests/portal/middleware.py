@@ -1,0 +1,57 @@
+"""Refuse request bodies over settings.DSR_MAX_BODY_BYTES before anything reads them.
+
+No form here takes files, and the largest legitimate post (the request form, an admin action on a page of
+rows) is a few kilobytes. Without this, Django would parse a multipart body of any size, spooling its files to
+disk, before the CSRF check even runs. The declared Content-Length is checked, so nothing of an oversized body
+is read; Django reads no more than that length (a body without one is read as empty). The proxy in front
+should refuse such bodies first (nginx ``client_max_body_size``, see .env.example).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.template.loader import render_to_string
+
+# The development-only fake Mixpanel API receives the pipeline's deletion batches, which can be larger.
+SANDBOX_PREFIX = "/sandbox/mixpanel/"
+
+
+def _declared_length(request: HttpRequest) -> int | None:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return None
+
+
+class MaxBodySizeMiddleware:
+    """Answer 413 with a short page when the declared body is over the limit (400 when it is not a number)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        length = _declared_length(request)
+        if length is None:
+            return _refuse(400, "Bad request", "The request could not be read.")
+        if length > settings.DSR_MAX_BODY_BYTES and not (
+            settings.MIXPANEL_SANDBOX_ENABLED and request.path_info.startswith(SANDBOX_PREFIX)
+        ):
+            return _refuse(
+                413,
+                "Too much data",
+                "What was sent is larger than any form on this site accepts. Go back and try again without "
+                "attaching or pasting large content.",
+            )
+        return self.get_response(request)
+
+
+def _refuse(status: int, title: str, text: str) -> HttpResponse:
+    body = render_to_string("portal/body_refused.html", {"title": title, "text": text})
+    response = HttpResponse(body, status=status)
+    # The body was not read: the connection cannot carry another request.
+    response["Connection"] = "close"
+    response["Cache-Control"] = "no-store"
+    return response
