@@ -46,6 +46,7 @@ test: dev-venv
 lint: dev-venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy .
 
 # The deployment checks with your production environment; throwaway secrets fill in whatever is not set.
 check-deploy: venv

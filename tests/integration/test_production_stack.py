@@ -252,6 +252,12 @@ class Browser(requests.Session):
 CSRF_INPUT = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 
 
+def csrf_token(html: str) -> str:
+    found = CSRF_INPUT.search(html)
+    assert found, "no CSRF token in the page"
+    return found.group(1)
+
+
 def person_email(i: int) -> str:
     return f"stack-person-{i:03d}@example.org"
 
@@ -259,7 +265,7 @@ def person_email(i: int) -> str:
 def submit_form(stack: Stack, i: int) -> int:
     with Browser() as session:
         page = session.get(f"{stack.base}/request/", timeout=30)
-        token = CSRF_INPUT.search(page.text).group(1)
+        token = csrf_token(page.text)
         response = session.post(
             f"{stack.base}/request/",
             data={
@@ -305,7 +311,7 @@ def confirm(link: str) -> str:
     with Browser() as session:
         page = session.get(link, timeout=30)
         assert page.status_code == 200, page.status_code
-        token = CSRF_INPUT.search(page.text).group(1)
+        token = csrf_token(page.text)
         response = session.post(link, data={"csrfmiddlewaretoken": token}, allow_redirects=False, timeout=30)
     assert response.status_code == 302 and "confirmed=1" in response.headers["Location"], response.status_code
     return link

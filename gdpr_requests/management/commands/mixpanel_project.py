@@ -176,12 +176,12 @@ class Command(BaseCommand):
         if not projects:
             self.stdout.write("No Mixpanel projects yet: add one with 'mixpanel_project add'.")
             return
-        rows = []
+        table: list[list[Any]] = []
         for p in projects:
             days = p["days_until_token_expiry"]
             expiry = f"{p['token_expires_on']} ({'EXPIRED' if days < 0 else f'{days} days'})"
             credential = p["credential_status"] + (f": {p['credential_error']}" if p["credential_error"] else "")
-            rows.append(
+            table.append(
                 [
                     p["name"],
                     p["mixpanel_project_id"],
@@ -193,7 +193,7 @@ class Command(BaseCommand):
                 ]
             )
         write_table(
-            self.stdout, ["NAME", "PROJECT ID", "RESIDENCY", "ACTIVE", "BATCH", "TOKEN EXPIRES", "CREDENTIAL"], rows
+            self.stdout, ["NAME", "PROJECT ID", "RESIDENCY", "ACTIVE", "BATCH", "TOKEN EXPIRES", "CREDENTIAL"], table
         )
 
     def do_check(self, options: dict[str, Any]) -> None:
