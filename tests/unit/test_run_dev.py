@@ -58,10 +58,8 @@ def test_sigterm_stops_the_web_server_and_the_worker_once_and_exits_0(tmp_path):
             text = output.read_text(errors="replace")
             web_up = False
             if listening(port):
-                try:
+                with contextlib.suppress(requests.RequestException):
                     web_up = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
-                except requests.RequestException:
-                    pass
             if web_up and " ready." in text:
                 break
             assert launcher.poll() is None, f"the launcher exited early:\n{text[-3000:]}"
