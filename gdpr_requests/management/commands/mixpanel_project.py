@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.utils import timezone
 
 from gdpr_requests.crypto import DecryptionError
 from gdpr_requests.management.cli import (
+    CliCommand,
     actor_for,
     get_project,
     iso_date,
@@ -51,7 +52,7 @@ def project_summary(project: MixpanelProject, *, has_api_secret: bool) -> dict[s
     }
 
 
-class Command(BaseCommand):
+class Command(CliCommand):
     help = "Register Mixpanel projects (add, update), list them, and check their GDPR API credentials."
 
     def add_arguments(self, parser: CommandParser) -> None:
