@@ -178,6 +178,10 @@ def stack(require_postgres, require_redis, settings, tmp_path) -> Iterator[Stack
         pytest.fail("CI must run this test with DSR_RUNTIME_BIN (the runtime-only venv from requirements.txt)")
     if not (BIN / "gunicorn").exists() or not (BIN / "celery").exists():
         pytest.fail(f"no gunicorn/celery in {BIN}")
+    if os.environ.get("DSR_RUNTIME_BIN"):
+        # Runtime-only means it: a dev tool in there could bring along what requirements.txt forgot.
+        probe = subprocess.run([str(BIN / "python"), "-c", "import pytest"], capture_output=True, timeout=60)
+        assert probe.returncode != 0, f"{BIN} has pytest: not a venv built from requirements.txt alone"
     import psycopg
     import redis
 
