@@ -32,13 +32,11 @@ migrate: venv
 demo: migrate
 	$(PY) manage.py demo_setup
 
-# The web server and one Celery worker with embedded beat; Ctrl-C stops both.
+# The web server and one Celery worker with embedded beat; Ctrl-C (or SIGTERM) stops both, once each
+# (scripts/run_dev.py).
 run: demo
 	@echo "Starting the web server on http://127.0.0.1:$(PORT)/ and a Celery worker (embedded beat)."
-	@trap 'kill 0' INT TERM EXIT; \
-	env $(DEMO_ENV) $(VENV)/bin/celery -A compliance worker -B --loglevel=INFO --concurrency=2 & \
-	env $(DEMO_ENV) $(PY) manage.py runserver 127.0.0.1:$(PORT) & \
-	wait
+	@exec env $(DEMO_ENV) $(PY) scripts/run_dev.py --port $(PORT)
 
 test: dev-venv
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
@@ -46,6 +44,7 @@ test: dev-venv
 lint: dev-venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy .
 
 # The deployment checks with your production environment; throwaway secrets fill in whatever is not set.
 check-deploy: venv

@@ -1,4 +1,5 @@
-"""Helpers shared by the operator commands (dsr, mixpanel_project, audit): argument types, look-ups, output.
+"""Helpers shared by the operator commands (dsr, mixpanel_project, audit): a base command, argument types,
+look-ups, output.
 
 Every failure an operator can cause becomes a CommandError with one clear line (Django prints it on stderr and
 exits 1); argparse type errors read the same way.
@@ -8,15 +9,37 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 from datetime import date, datetime
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import CommandError, OutputWrapper
+from django.core.management.base import BaseCommand, CommandError, OutputWrapper
 
 from gdpr_requests.audit.chain import Actor
 from gdpr_requests.models import DataSubjectRequest, MixpanelProject
+
+
+class CliCommand(BaseCommand):
+    """An operator command whose output may be piped into ``head`` or ``less``.
+
+    When the reader stops early (``dsr show ... | head -3``) the command stops quietly, as Unix tools do, with the
+    exit status of a process ended by SIGPIPE, instead of a BrokenPipeError traceback.
+    """
+
+    def run_from_argv(self, argv: list[str]) -> None:
+        try:
+            super().run_from_argv(argv)
+            # Output to a pipe is block-buffered: flush here, where a closed pipe can still be handled.
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # Python's own flush at exit would fail again and print "Exception ignored": point stdout at nothing.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            sys.exit(128 + signal.SIGPIPE)
 
 
 def iso_date(value: str) -> date:

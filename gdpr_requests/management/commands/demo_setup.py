@@ -1,6 +1,7 @@
 """Demo data for the embedded default: an admin account, a project pointing at the built-in sandbox, requests.
 
-Idempotent: running it again keeps what exists and prints the admin's password only when it creates it.
+Idempotent: running it again keeps what exists and prints the admin's password only when it creates it; it
+points the demo project at the sandbox on the current SITE_URL (another PORT moves it).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from django.utils import timezone
 
 from gdpr_requests.audit.chain import Actor
 from gdpr_requests.models import Channel, DataSubjectRequest, MixpanelProject, Residency
+from gdpr_requests.projects.services import project_update
 from gdpr_requests.requests import services
 
 DEMO_PROJECT = "Demo app (sandbox)"
@@ -36,6 +38,7 @@ class Command(BaseCommand):
             self.stdout.write("Demo admin 'admin' exists (password unchanged; reset with manage.py changepassword).")
 
         if settings.MIXPANEL_SANDBOX_ENABLED:
+            sandbox_url = f"{settings.SITE_URL}/sandbox/mixpanel/api/app"
             project, created = MixpanelProject.objects.get_or_create(
                 name=DEMO_PROJECT,
                 defaults={
@@ -49,7 +52,7 @@ class Command(BaseCommand):
                     "api_secret": secrets.token_hex(16),
                     "api_secret_changed_at": timezone.now(),
                     "residency": Residency.US,
-                    "base_url_override": f"{settings.SITE_URL}/sandbox/mixpanel/api/app",
+                    "base_url_override": sandbox_url,
                 },
             )
             if not created and not project.api_secret:
@@ -57,6 +60,11 @@ class Command(BaseCommand):
                 project.api_secret = secrets.token_hex(16)
                 project.api_secret_changed_at = timezone.now()
                 project.save(update_fields=["api_secret", "api_secret_changed_at", "updated_at"])
+            if project.base_url_override != sandbox_url:
+                # `make run PORT=...` on another port: the sandbox moved with the server.
+                project = project_update(
+                    project=project, actor=Actor.system("demo_setup"), base_url_override=sandbox_url
+                )
             self.stdout.write(f"Demo project '{DEMO_PROJECT}' talks to the sandbox at {project.base_url}.")
         if not DataSubjectRequest.objects.exists():
             actor = Actor.system("demo_setup")

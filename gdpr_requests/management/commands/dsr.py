@@ -14,12 +14,20 @@ from collections.abc import Callable
 from datetime import date, datetime, time
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import transaction
 from django.utils import timezone
 
 from gdpr_requests.audit.chain import Actor
-from gdpr_requests.management.cli import actor_for, get_project, get_request, iso_date, write_json, write_table
+from gdpr_requests.management.cli import (
+    CliCommand,
+    actor_for,
+    get_project,
+    get_request,
+    iso_date,
+    write_json,
+    write_table,
+)
 from gdpr_requests.models import (
     Channel,
     DataSubjectRequest,
@@ -107,7 +115,7 @@ def _split(cell: str | None) -> list[str]:
     return [part.strip() for part in (cell or "").split(";") if part.strip()]
 
 
-class Command(BaseCommand):
+class Command(CliCommand):
     help = (
         "Data subject requests: create, import, approve, reject, cancel, extend, verify, set-ids, hold, resume, "
         "retry, show, list, purge."

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.utils import timezone
 
 from gdpr_requests.crypto import DecryptionError
 from gdpr_requests.management.cli import (
+    CliCommand,
     actor_for,
     get_project,
     iso_date,
@@ -51,7 +52,7 @@ def project_summary(project: MixpanelProject, *, has_api_secret: bool) -> dict[s
     }
 
 
-class Command(BaseCommand):
+class Command(CliCommand):
     help = "Register Mixpanel projects (add, update), list them, and check their GDPR API credentials."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -176,12 +177,12 @@ class Command(BaseCommand):
         if not projects:
             self.stdout.write("No Mixpanel projects yet: add one with 'mixpanel_project add'.")
             return
-        rows = []
+        table: list[list[Any]] = []
         for p in projects:
             days = p["days_until_token_expiry"]
             expiry = f"{p['token_expires_on']} ({'EXPIRED' if days < 0 else f'{days} days'})"
             credential = p["credential_status"] + (f": {p['credential_error']}" if p["credential_error"] else "")
-            rows.append(
+            table.append(
                 [
                     p["name"],
                     p["mixpanel_project_id"],
@@ -193,7 +194,7 @@ class Command(BaseCommand):
                 ]
             )
         write_table(
-            self.stdout, ["NAME", "PROJECT ID", "RESIDENCY", "ACTIVE", "BATCH", "TOKEN EXPIRES", "CREDENTIAL"], rows
+            self.stdout, ["NAME", "PROJECT ID", "RESIDENCY", "ACTIVE", "BATCH", "TOKEN EXPIRES", "CREDENTIAL"], table
         )
 
     def do_check(self, options: dict[str, Any]) -> None:

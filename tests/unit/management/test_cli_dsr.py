@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from datetime import date
@@ -401,3 +402,29 @@ def test_manage_py_dsr_create_exits_0_and_bad_input_exits_1_without_a_traceback(
     assert unknown.returncode == 1
     assert "Traceback" not in unknown.stderr and "No request with reference" in unknown.stderr
     assert DataSubjectRequest.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("args", [("dsr", "show"), ("dsr", "list"), ("mixpanel_project", "list")])
+def test_output_into_a_closed_pipe_stops_quietly_like_head_expects(args):
+    # `manage.py dsr show REF | head -3`: head exits before the command writes; here the reading end is closed
+    # before the command even starts.
+    reference = _create("--distinct-id", "pipe-user")
+    extra = [reference] if args == ("dsr", "show") else []
+    env = {**os.environ, "DATABASE_URL": _database_url(), "DJANGO_ENV": "development"}
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "manage.py"), *args, *extra],
+            env=env,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
+    finally:
+        os.close(write_end)
+    assert result.stderr == ""
+    assert result.returncode == 128 + signal.SIGPIPE

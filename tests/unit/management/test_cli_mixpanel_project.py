@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -375,8 +376,8 @@ def test_check_without_the_pipeline_module_is_a_clear_error(project, monkeypatch
 
 
 # --- the services directly -----------------------------------------------------------------------------------
-def _create(**overrides: object) -> MixpanelProject:
-    values = {
+def _create(**overrides: Any) -> MixpanelProject:
+    values: dict[str, Any] = {
         "name": "Svc",
         "mixpanel_project_id": "42",
         "project_token": "tok",
