@@ -49,6 +49,7 @@ def kill_when(monkeypatch, module, name: str, *, operation_prefix: str = "") -> 
 
 def step_killed(clock, task: MixpanelTask) -> None:
     task.refresh_from_db()
+    assert task.next_attempt_at is not None
     clock.move_to(max(task.next_attempt_at, timezone.now()))
     with pytest.raises(WorkerKilled):
         pipeline.task_step(task_id=task.pk)

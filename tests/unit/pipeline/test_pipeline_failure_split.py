@@ -28,7 +28,7 @@ def splits_to_isolate(n: int, ways: int) -> int:
     """Rounds of FAILURE and split until one bad id among ``n`` fails alone (the bad part is the biggest)."""
     rounds = 0
     while n > 1:
-        n = max(len(part) for part in split_parts(list(range(n)), ways))
+        n = max(len(part) for part in split_parts([str(i) for i in range(n)], ways))
         rounds += 1
     return rounds
 

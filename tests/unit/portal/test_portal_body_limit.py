@@ -25,7 +25,7 @@ class UnreadableBody(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int | None = -1) -> bytes:
         self.reads += 1
         raise AssertionError("the oversized body was read")
 
@@ -34,13 +34,8 @@ class UnreadableBody(io.RawIOBase):
 
 def post_declaring(client: Client, path: str, length: int) -> tuple[object, UnreadableBody]:
     body = UnreadableBody()
-    response = client.generic(
-        "POST",
-        path,
-        content_type="multipart/form-data; boundary=xyz",
-        CONTENT_LENGTH=str(length),
-        **{"wsgi.input": body},
-    )
+    extra: dict = {"CONTENT_LENGTH": str(length), "wsgi.input": body}
+    response = client.generic("POST", path, content_type="multipart/form-data; boundary=xyz", **extra)
     return response, body
 
 

@@ -34,7 +34,7 @@ def _no_referrer_guards(view: Callable) -> int:
 
 
 def _portal_views() -> dict[str, Callable]:
-    return {pattern.name: pattern.callback for pattern in urls.urlpatterns}
+    return {str(pattern.name): pattern.callback for pattern in urls.urlpatterns}
 
 
 def test_the_counting_helper_sees_a_guard_applied_twice():
