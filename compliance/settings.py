@@ -401,6 +401,8 @@ CELERY_BEAT_SCHEDULE = {
     "credential-expiry-warnings": {"task": "gdpr_requests.tasks.warn_expiring_credentials", "schedule": 6 * 3600.0},
     "retention-purge": {"task": "gdpr_requests.tasks.purge_retained_personal_data", "schedule": 24 * 3600.0},
 }
+# Deep readiness (/readyz?deep) reports beat as stopped after three intervals without this (ops/heartbeat.py).
+CELERY_BEAT_SCHEDULE["beat-heartbeat"] = {"task": "gdpr_requests.tasks.beat_heartbeat", "schedule": 60.0}
 
 # --- Logging: no personal data ever (use the request reference) -----------------------------------------
 LOG_FORMAT = env.str("LOG_FORMAT", default="json" if PRODUCTION else "text")
