@@ -431,3 +431,12 @@ LOGGING = {
         "kombu.connection": {"level": "ERROR"},
     },
 }
+
+# --- Production needs a shared cache ----------------------------------------------------------------------
+# The public rate limits (portal/ratelimit.py) count in the cache. Without Redis each web worker has a cache of
+# its own, so every limit would be multiplied by the number of workers.
+if PRODUCTION and not REDIS_URL:
+    raise ImproperlyConfigured(
+        "REDIS_URL must be set when DJANGO_ENV=production: the public rate limits need a cache that every web "
+        "worker shares (with a per-process cache each worker counts on its own)."
+    )
