@@ -9,7 +9,7 @@ The chain head checkpoint (one row: the last sequence and its hash) may only mov
 grow on every UPDATE, a second row is refused, and DELETE and TRUNCATE are refused.
 
 ``install``/``drop`` put back or lift every trigger (flush and tests lift them in one transaction). ``missing``
-names the triggers that are absent or disabled, for ``audit verify`` and the deep readiness probe.
+names the triggers that are absent, disabled or altered, for ``audit verify`` and the deep readiness probe.
 """
 
 from __future__ import annotations
@@ -45,32 +45,33 @@ _SQLITE_HEAD = {
     "auditchainhead_no_delete": f"BEFORE DELETE ON {HEAD_TABLE} BEGIN SELECT RAISE(ABORT, '{HEAD_MESSAGE}'); END",
 }
 
-_PG_FUNCTIONS = [
-    "CREATE OR REPLACE FUNCTION auditevent_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$ "
-    f"BEGIN RAISE EXCEPTION '{MESSAGE}' USING ERRCODE = 'insufficient_privilege'; END; $$;",
-    "CREATE OR REPLACE FUNCTION auditchainhead_guard() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "  # noqa: S608
-    f"IF TG_OP = 'INSERT' AND NOT EXISTS (SELECT 1 FROM {HEAD_TABLE}) THEN RETURN NEW; END IF; "
-    "IF TG_OP = 'UPDATE' AND NEW.id = OLD.id AND NEW.sequence > OLD.sequence THEN RETURN NEW; END IF; "
-    f"RAISE EXCEPTION '{HEAD_MESSAGE}' USING ERRCODE = 'insufficient_privilege'; END; $$;",
-]
-# name -> (table, definition after "CREATE TRIGGER name")
+# function name -> its PL/pgSQL body (what pg_proc.prosrc holds, which ``missing`` compares).
+_PG_FUNCTIONS = {
+    "auditevent_refuse_change": f"BEGIN RAISE EXCEPTION '{MESSAGE}' USING ERRCODE = 'insufficient_privilege'; END;",
+    "auditchainhead_guard": (
+        f"BEGIN IF TG_OP = 'INSERT' AND NOT EXISTS (SELECT 1 FROM {HEAD_TABLE}) THEN RETURN NEW; END IF; "  # noqa: S608
+        "IF TG_OP = 'UPDATE' AND NEW.id = OLD.id AND NEW.sequence > OLD.sequence THEN RETURN NEW; END IF; "
+        f"RAISE EXCEPTION '{HEAD_MESSAGE}' USING ERRCODE = 'insufficient_privilege'; END;"
+    ),
+}
+# pg_trigger.tgtype bits: 1 row-level, 2 before, 4 insert, 8 delete, 16 update, 32 truncate.
+_ROW, _BEFORE, _INSERT, _DELETE, _UPDATE, _TRUNCATE = 1, 2, 4, 8, 16, 32
+# name -> (table, events, function, tgtype)
 _PG_TRIGGERS = {
     "auditevent_no_change": (
         TABLE,
-        f"BEFORE UPDATE OR DELETE ON {TABLE} FOR EACH ROW EXECUTE FUNCTION auditevent_refuse_change()",
+        "UPDATE OR DELETE",
+        "auditevent_refuse_change",
+        _ROW | _BEFORE | _UPDATE | _DELETE,
     ),
-    "auditevent_no_truncate": (
-        TABLE,
-        f"BEFORE TRUNCATE ON {TABLE} FOR EACH STATEMENT EXECUTE FUNCTION auditevent_refuse_change()",
-    ),
+    "auditevent_no_truncate": (TABLE, "TRUNCATE", "auditevent_refuse_change", _BEFORE | _TRUNCATE),
     "auditchainhead_guard": (
         HEAD_TABLE,
-        f"BEFORE INSERT OR UPDATE OR DELETE ON {HEAD_TABLE} FOR EACH ROW EXECUTE FUNCTION auditchainhead_guard()",
+        "INSERT OR UPDATE OR DELETE",
+        "auditchainhead_guard",
+        _ROW | _BEFORE | _INSERT | _UPDATE | _DELETE,
     ),
-    "auditchainhead_no_truncate": (
-        HEAD_TABLE,
-        f"BEFORE TRUNCATE ON {HEAD_TABLE} FOR EACH STATEMENT EXECUTE FUNCTION auditchainhead_guard()",
-    ),
+    "auditchainhead_no_truncate": (HEAD_TABLE, "TRUNCATE", "auditchainhead_guard", _BEFORE | _TRUNCATE),
 }
 
 
@@ -99,11 +100,18 @@ def install(connection: Any) -> None:
     """Create every trigger (idempotent); those of the head table once it exists."""
     with_head = _has_head_table(connection)
     if connection.vendor == "postgresql":
-        statements = list(_PG_FUNCTIONS)
-        for name, (table, definition) in _PG_TRIGGERS.items():
+        statements = [
+            f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ {body} $$;"
+            for name, body in _PG_FUNCTIONS.items()
+        ]
+        for name, (table, events, function, tgtype) in _PG_TRIGGERS.items():
             if table == HEAD_TABLE and not with_head:
                 continue
-            statements += [f"DROP TRIGGER IF EXISTS {name} ON {table};", f"CREATE TRIGGER {name} {definition};"]
+            level = "ROW" if tgtype & _ROW else "STATEMENT"
+            statements += [
+                f"DROP TRIGGER IF EXISTS {name} ON {table};",
+                f"CREATE TRIGGER {name} BEFORE {events} ON {table} FOR EACH {level} EXECUTE FUNCTION {function}();",
+            ]
         _run(connection, statements)
     elif connection.vendor == "sqlite":
         triggers = {**_SQLITE_EVENTS, **(_SQLITE_HEAD if with_head else {})}
@@ -120,7 +128,7 @@ def drop(connection: Any) -> None:
             connection,
             [
                 f"DROP TRIGGER IF EXISTS {name} ON {table};"
-                for name, (table, _) in _PG_TRIGGERS.items()
+                for name, (table, *_) in _PG_TRIGGERS.items()
                 if table != HEAD_TABLE or with_head
             ],
         )
@@ -128,18 +136,42 @@ def drop(connection: Any) -> None:
         _run(connection, [f"DROP TRIGGER IF EXISTS {name};" for name in {**_SQLITE_EVENTS, **_SQLITE_HEAD}])
 
 
+def _normal(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _pg_intact(name: str, table: str, tgtype: int, function: str, source: str) -> bool:
+    if name not in _PG_TRIGGERS:
+        return False
+    expected_table, _, expected_function, expected_type = _PG_TRIGGERS[name]
+    return (table, function, tgtype) == (expected_table, expected_function, expected_type) and _normal(
+        source
+    ) == _normal(_PG_FUNCTIONS[function])
+
+
 def missing(connection: Any) -> list[str]:
-    """The protecting triggers that are absent or disabled (an empty list when all are in place)."""
+    """The protecting triggers that are absent, disabled or altered (an empty list when all are in place).
+
+    Altered: a trigger (or, on PostgreSQL, its function) whose definition is no longer the one installed here,
+    e.g. a function replaced by one that lets every change through.
+    """
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             # tgenabled 'D': ALTER TABLE ... DISABLE TRIGGER leaves the trigger in place but asleep.
             cursor.execute(
-                "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal AND tgenabled <> 'D' "
-                "AND tgrelid IN (SELECT oid FROM pg_class WHERE relname IN (%s, %s) "
-                "AND relnamespace = current_schema()::regnamespace)",
+                "SELECT t.tgname, c.relname, t.tgtype, p.proname, p.prosrc FROM pg_trigger t "
+                "JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_proc p ON p.oid = t.tgfoid "
+                "WHERE NOT t.tgisinternal AND t.tgenabled <> 'D' AND c.relname IN (%s, %s) "
+                "AND c.relnamespace = current_schema()::regnamespace",
                 [TABLE, HEAD_TABLE],
             )
+            present = {row[0] for row in cursor.fetchall() if _pg_intact(*row)}
         else:
-            cursor.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
-        present = {row[0] for row in cursor.fetchall()}
+            cursor.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")
+            wanted = {**_SQLITE_EVENTS, **_SQLITE_HEAD}
+            present = {
+                name
+                for name, sql in cursor.fetchall()
+                if name in wanted and _normal(sql) == _normal(f"CREATE TRIGGER {name} {wanted[name]}")
+            }
     return [name for name in expected(connection) if name not in present]

@@ -182,3 +182,20 @@ def test_missing_names_a_disabled_trigger_on_postgresql():
     with connection.cursor() as cursor:
         cursor.execute(f"ALTER TABLE {audit_triggers.TABLE} DISABLE TRIGGER auditevent_no_change")
     assert audit_triggers.missing(connection) == ["auditevent_no_change"]
+
+
+def test_missing_names_a_trigger_replaced_by_one_that_lets_changes_through():
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "CREATE OR REPLACE FUNCTION auditevent_refuse_change() RETURNS trigger LANGUAGE plpgsql "
+                "AS $$ BEGIN RETURN NEW; END; $$"
+            )
+            altered = ["auditevent_no_change", "auditevent_no_truncate"]
+        else:
+            cursor.execute("DROP TRIGGER auditevent_no_delete")
+            cursor.execute(
+                f"CREATE TRIGGER auditevent_no_delete BEFORE DELETE ON {audit_triggers.TABLE} BEGIN SELECT 1; END"
+            )
+            altered = ["auditevent_no_delete"]
+    assert audit_triggers.missing(connection) == altered
