@@ -8,7 +8,7 @@ left out of the HMAC so that a verifier can tell a reordered or renumbered event
 Every append also moves the chain head checkpoint (AuditChainHead: the last sequence and its hash, one row in a
 table of its own that the database lets move forward only) in the same transaction. Deleting the newest events
 leaves the checkpoint past the table's end, which ``verify_database`` reports; ``chain_head`` returns the
-checkpoint, which the staff digest, the metrics and every evidence pack carry out of the database.
+checkpoint, for copies held outside the database (metrics, export headers, evidence packs).
 """
 
 from __future__ import annotations
@@ -134,8 +134,8 @@ def audit_record_many(entries: Sequence[Entry]) -> list[AuditEvent]:
     """Append several events, in order, under one hold of the chain lock and with one INSERT.
 
     Call it inside the transaction of the changes it records. The events are chained exactly as if each had
-    been appended by audit_record: a batch of intake submissions costs the chain one lock, one read of its
-    head and one write, not three round trips per event.
+    been appended by audit_record: a batch of intake submissions costs the chain one lock, two reads of its
+    head (the table's last event and the checkpoint), one INSERT and one checkpoint write, whatever its size.
     """
     # Checked and round-tripped through JSON before the lock, so the hash covers exactly what the database
     # will return and a refused payload never waits for the chain.

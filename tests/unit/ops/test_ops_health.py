@@ -282,3 +282,16 @@ def test_the_beat_heartbeat_task_keeps_its_pinned_name_and_runs_every_minute(set
     assert "gdpr_requests.tasks.beat_heartbeat" in app.tasks
     entry = settings.CELERY_BEAT_SCHEDULE["beat-heartbeat"]
     assert (entry["task"], entry["schedule"]) == ("gdpr_requests.tasks.beat_heartbeat", 60.0)
+
+
+def test_deep_readyz_does_not_ping_workers_through_a_broker_that_is_down(client, settings, shared_cache, monkeypatch):
+    from gdpr_requests.ops import views as ops
+
+    # A ping would wait this long (or, on a real broker that is down, sit out kombu's connection retries).
+    monkeypatch.setattr(ops, "WORKER_PING_TIMEOUT_SECONDS", 6.0)
+    settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{_closed_port()}/0"
+    started = time.monotonic()
+    status, body = _deep(client)
+    assert time.monotonic() - started < 5
+    assert status == 503
+    assert (body["checks"]["broker"], body["checks"]["workers"]) == ("unavailable", "unavailable")
