@@ -28,6 +28,7 @@ RUN DJANGO_SECRET_KEY="$(python -c 'import secrets; print(secrets.token_urlsafe(
     FIELD_ENCRYPTION_KEYS="$(python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')" \
     AUDIT_CHAIN_KEY="$(python -c 'import secrets; print(secrets.token_urlsafe(40))')" \
     ALLOWED_HOSTS=build.invalid \
+    REDIS_URL=redis://build.invalid:6379/0 \
     DATABASE_URL=sqlite:////tmp/build.sqlite3 \
     VAR_DIR=/tmp/build-var \
     python manage.py collectstatic --noinput \

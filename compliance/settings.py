@@ -379,6 +379,8 @@ CELERY_BEAT_SCHEDULE = {
     "credential-expiry-warnings": {"task": "gdpr_requests.tasks.warn_expiring_credentials", "schedule": 6 * 3600.0},
     "retention-purge": {"task": "gdpr_requests.tasks.purge_retained_personal_data", "schedule": 24 * 3600.0},
 }
+# Deep readiness (/readyz?deep) reports beat as stopped after three intervals without this (ops/heartbeat.py).
+CELERY_BEAT_SCHEDULE["beat-heartbeat"] = {"task": "gdpr_requests.tasks.beat_heartbeat", "schedule": 60.0}
 
 # --- Logging: no personal data ever (use the request reference) -----------------------------------------
 LOG_FORMAT = env.str("LOG_FORMAT", default="json" if PRODUCTION else "text")
@@ -407,3 +409,12 @@ LOGGING = {
         "kombu.connection": {"level": "ERROR"},
     },
 }
+
+# --- Production needs a shared cache ----------------------------------------------------------------------
+# The public rate limits (portal/ratelimit.py) count in the cache. Without Redis each web worker has a cache of
+# its own, so every limit would be multiplied by the number of workers.
+if PRODUCTION and not REDIS_URL:
+    raise ImproperlyConfigured(
+        "REDIS_URL must be set when DJANGO_ENV=production: the public rate limits need a cache that every web "
+        "worker shares (with a per-process cache each worker counts on its own)."
+    )

@@ -9,7 +9,7 @@ from importlib import import_module
 from django.apps import AppConfig
 
 # The packages that define Celery tasks (each in its ``tasks`` module; names pinned in gdpr_requests.tasking).
-TASK_PACKAGES = ("gdpr_requests.pipeline", "gdpr_requests.notifications", "gdpr_requests.requests")
+TASK_PACKAGES = ("gdpr_requests.pipeline", "gdpr_requests.notifications", "gdpr_requests.requests", "gdpr_requests.ops")
 
 
 class GdprRequestsConfig(AppConfig):

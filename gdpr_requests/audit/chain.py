@@ -4,6 +4,11 @@ Each event stores ``prev_hash`` and ``hash = HMAC-SHA256(AUDIT_CHAIN_KEY, prev_h
 the canonical JSON holds the event's fields except ``sequence`` and the hashes, with sorted keys, no spaces, and
 ``occurred_at`` in UTC ISO 8601 with microseconds. The first event's ``prev_hash`` is 64 zeros. The sequence is
 left out of the HMAC so that a verifier can tell a reordered or renumbered event from an edited one.
+
+Every append also moves the chain head checkpoint (AuditChainHead: the last sequence and its hash, one row in a
+table of its own that the database lets move forward only) in the same transaction. Deleting the newest events
+leaves the checkpoint past the table's end, which ``verify_database`` reports; ``chain_head`` returns the
+checkpoint, for copies held outside the database (metrics, export headers, evidence packs).
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from gdpr_requests.models import ActorType, AuditEvent
+from gdpr_requests.audit import triggers
+from gdpr_requests.models import ActorType, AuditChainHead, AuditEvent
 
 GENESIS_HASH = "0" * 64
 # Arbitrary constant naming the PostgreSQL advisory lock that serialises appends to the chain.
@@ -133,8 +139,8 @@ def audit_record_many(entries: Sequence[Entry]) -> list[AuditEvent]:
     """Append several events, in order, under one hold of the chain lock and with one INSERT.
 
     Call it inside the transaction of the changes it records. The events are chained exactly as if each had
-    been appended by audit_record: a batch of intake submissions costs the chain one lock, one read of its
-    head and one write, not three round trips per event.
+    been appended by audit_record: a batch of intake submissions costs the chain one lock, two reads of its
+    head (the table's last event and the checkpoint), one INSERT and one checkpoint write, whatever its size.
     """
     # Checked and round-tripped through JSON before the lock, so the hash covers exactly what the database
     # will return and a refused payload never waits for the chain.
@@ -152,8 +158,15 @@ def audit_record_many(entries: Sequence[Entry]) -> list[AuditEvent]:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_ID])
         # On SQLite the IMMEDIATE transaction already holds the database's write lock.
-        last = AuditEvent.objects.order_by("-sequence").values_list("sequence", "hash").first()
-        sequence, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
+        checkpoint = _checkpoint()
+        # The further of the two: after the newest events were deleted, new ones link on from the checkpoint,
+        # so the gap stays in the chain for verification to report instead of being written over.
+        last_sequence, prev_hash = max(
+            (head for head in (_table_head(), checkpoint) if head is not None),
+            key=lambda head: head[0],
+            default=(0, GENESIS_HASH),
+        )
+        sequence = last_sequence + 1
         events = []
         for entry, payload in prepared:
             # Microseconds survive both databases; the HMAC covers the value as stored.
@@ -169,7 +182,13 @@ def audit_record_many(entries: Sequence[Entry]) -> list[AuditEvent]:
             digest = compute_hash(prev_hash, record)
             events.append(AuditEvent(sequence=sequence, prev_hash=prev_hash, hash=digest, **record))
             sequence, prev_hash = sequence + 1, digest
-        return AuditEvent.objects.bulk_create(events)
+        created = AuditEvent.objects.bulk_create(events)
+        # Once per batch, like the lock: the head is the batch's last event.
+        if checkpoint is None:
+            AuditChainHead.objects.create(id=1, sequence=sequence - 1, hash=prev_hash)
+        else:
+            AuditChainHead.objects.filter(pk=1).update(sequence=sequence - 1, hash=prev_hash)
+        return created
 
 
 def event_record(event: AuditEvent) -> dict[str, Any]:
@@ -200,10 +219,25 @@ def iter_records(queryset: Any = None, *, chunk_size: int = 5000) -> Iterator[di
         yield record
 
 
-def chain_head() -> tuple[int, str]:
-    """(number of the last event, its hash), or (0, genesis) for an empty trail."""
+def _table_head() -> tuple[int, str] | None:
+    """(sequence, hash) of the last event in the table, or None for an empty table."""
     last = AuditEvent.objects.order_by("-sequence").values_list("sequence", "hash").first()
-    return (last[0], last[1]) if last else (0, GENESIS_HASH)
+    return (last[0], last[1]) if last else None
+
+
+def _checkpoint() -> tuple[int, str] | None:
+    """(sequence, hash) of the chain head checkpoint, or None before the first event."""
+    row = AuditChainHead.objects.filter(pk=1).values_list("sequence", "hash").first()
+    return (row[0], row[1]) if row else None
+
+
+def chain_head() -> tuple[int, str]:
+    """(number of the last event, its hash) as the checkpoint records it, or (0, genesis) for an empty trail.
+
+    The checkpoint, not the table's last row: deleting the newest events does not move it back. Publish it
+    (digest, metrics, evidence packs) so that a later truncation can be shown against a copy held elsewhere.
+    """
+    return _checkpoint() or _table_head() or (0, GENESIS_HASH)
 
 
 # --- Verification -------------------------------------------------------------------------------------
@@ -211,6 +245,8 @@ EDITED = "edited"
 MISSING = "missing"
 REORDERED = "reordered"
 INSERTED = "inserted"
+TRUNCATED = "truncated"
+UNPROTECTED = "unprotected"
 
 
 @dataclass
@@ -222,10 +258,17 @@ class VerifyResult:
     reason: str = ""
     detail: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    last_sequence: int = 0
+
+    def fail(self, sequence: int | None, reason: str, detail: str) -> VerifyResult:
+        """This result, turned into a failure found after the chain itself checked out."""
+        return VerifyResult(False, self.count, self.head, sequence, reason, detail, last_sequence=self.last_sequence)
 
     def summary(self) -> str:
         if self.ok:
             return f"OK: {self.count} events, head {self.head}"
+        if self.broken_sequence is None:
+            return f"BROKEN: {self.reason}: {self.detail}"
         return f"BROKEN at event {self.broken_sequence}: {self.reason}: {self.detail}"
 
 
@@ -235,13 +278,16 @@ def verify_records(
     hash_exists: Callable[[str], bool] | None = None,
     key: bytes | None = None,
     start_prev_hash: str | None = None,
+    first_sequence: int | None = None,
     check_links: bool = True,
 ) -> VerifyResult:
     """Recompute the chain over records in sequence order and name the first broken event.
 
     ``hash_exists`` tells whether some event anywhere carries a given hash (to tell a reordered event from a
     missing one). ``start_prev_hash`` lets a partial export (one that begins after event 1) be checked from its
-    first record; ``check_links=False`` checks each event's own HMAC only (a filtered export has gaps).
+    first record; ``first_sequence`` is the sequence the records must start at (1 for the whole trail, so that
+    deleting the oldest events is caught); ``check_links=False`` checks each event's own HMAC only (a filtered
+    export has gaps).
     """
     key = key if key is not None else settings.AUDIT_CHAIN_KEY.encode()
     iterator = iter(records)
@@ -253,7 +299,7 @@ def verify_records(
         if start_prev_hash is not None
         else (GENESIS_HASH if current["sequence"] == 1 else current["prev_hash"])
     )
-    expected = current["sequence"] if start_prev_hash is not None or current["sequence"] != 1 else 1
+    expected = current["sequence"] if first_sequence is None else first_sequence
     count = 0
     while current is not None:
         following = next(iterator, None)
@@ -299,16 +345,54 @@ def verify_records(
         count += 1
         expected = seq + 1
         current = following
-    return VerifyResult(ok=True, count=count, head=prev_hash)
+    return VerifyResult(ok=True, count=count, head=prev_hash, last_sequence=expected - 1)
 
 
 def verify_database(*, key: bytes | None = None) -> VerifyResult:
-    """Verify the whole trail in the database."""
-    return verify_records(
+    """Verify the whole trail in the database: the chain from event 1, its end against the chain head
+    checkpoint, and that the triggers protecting both are in place (present and enabled)."""
+    result = verify_records(
         iter_records(),
         hash_exists=lambda value: AuditEvent.objects.filter(hash=value).exists(),
         key=key,
+        start_prev_hash=GENESIS_HASH,
+        first_sequence=1,
     )
+    if not result.ok:
+        return result
+    result = _check_checkpoint(result)
+    if not result.ok:
+        return result
+    absent = triggers.missing(connection)
+    if absent:
+        detail = f"the database triggers that keep the trail append-only are missing or disabled: {', '.join(absent)}"
+        return result.fail(None, UNPROTECTED, detail)
+    return result
+
+
+def _missing_at_end(result: VerifyResult, head_sequence: int, anchor: str) -> VerifyResult:
+    """A failure when ``anchor`` (where the head was recorded) names a head past the events' end, else result."""
+    last = result.last_sequence
+    if head_sequence <= last:
+        return result
+    gone = head_sequence - last
+    detail = f"{gone} event{'s' if gone != 1 else ''} missing at the end ({anchor} is event {head_sequence})"
+    return result.fail(last + 1, TRUNCATED, detail)
+
+
+def _check_checkpoint(result: VerifyResult) -> VerifyResult:
+    """An intact chain must end where the checkpoint says the head is."""
+    checkpoint = _checkpoint()
+    last = result.last_sequence
+    if checkpoint is None:
+        return result if last == 0 else result.fail(None, TRUNCATED, "the chain head checkpoint is missing (deleted)")
+    head_sequence, head_hash = checkpoint
+    if head_sequence < last:
+        detail = f"the trail goes past the chain head checkpoint (event {head_sequence}): events were added around it"
+        return result.fail(head_sequence + 1, INSERTED, detail)
+    if head_sequence == last and not hmac.compare_digest(head_hash, result.head):
+        return result.fail(last, EDITED, "the last event's hash differs from the chain head checkpoint")
+    return _missing_at_end(result, head_sequence, "the chain head checkpoint")
 
 
 def verify_file(path: str, *, key: bytes | None = None) -> VerifyResult:
@@ -359,16 +443,14 @@ def verify_file(path: str, *, key: bytes | None = None) -> VerifyResult:
         start_prev_hash=header.get("start_prev_hash"),
         check_links=not header.get("filtered", False),
     )
-    if result.ok and footer.get("last_hash") and footer["last_hash"] != result.head:
-        return VerifyResult(
-            False,
-            result.count,
-            result.head,
-            None,
-            "truncated",
-            "the footer names a last hash that the events do not reach",
-        )
-    return result
+    if not result.ok:
+        return result
+    if footer.get("last_hash") and footer["last_hash"] != result.head:
+        return result.fail(None, TRUNCATED, "the footer names a last hash that the events do not reach")
+    filters = header.get("filters") or {}
+    if header.get("filtered", False) or filters.get("since") or filters.get("until"):
+        return result
+    return _missing_at_end(result, (header.get("chain_head") or {}).get("sequence") or 0, "the header's chain head")
 
 
 def _chain_first(first: dict[str, Any], rest: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:

@@ -5,7 +5,7 @@ Business rules live in the services (``requests/services.py`` and each feature p
 
 from __future__ import annotations
 
-from gdpr_requests.models.audit import ActorType, AuditEvent
+from gdpr_requests.models.audit import ActorType, AuditChainHead, AuditEvent
 from gdpr_requests.models.mixpanel_tasks import (
     ApiCall,
     MixpanelTask,
@@ -29,6 +29,7 @@ from gdpr_requests.models.requests import (
 __all__ = [
     "ActorType",
     "ApiCall",
+    "AuditChainHead",
     "AuditEvent",
     "Channel",
     "CredentialStatus",

@@ -32,3 +32,22 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.sequence} {self.action}"
+
+
+class AuditChainHead(models.Model):
+    """The chain's head (last sequence and its hash), written with every append in the same transaction.
+
+    One row outside the events table, which the database lets move forward only (audit/triggers.py): deleting
+    the newest events, even with the events' triggers lifted, leaves this checkpoint past the table's end, and
+    verification reports the events missing at the end.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
+    sequence = models.PositiveBigIntegerField()
+    hash = models.CharField(max_length=64)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=models.Q(id=1), name="audit_chain_head_single_row")]
+
+    def __str__(self) -> str:
+        return f"head #{self.sequence}"

@@ -3,6 +3,12 @@
 All three are cheap and carry no personal data: counts, states and ages only, never a reference, an email or a
 distinct id. ``/metrics`` answers to a bearer token (``METRICS_TOKEN``); with no token configured it answers
 only to clients on the loopback interface that did not come through a proxy.
+
+``/readyz`` is for load balancers: can this web process serve (database, broker, cache)? ``/readyz?deep`` is
+for monitoring and adds what the web process does not need to serve but the service needs to work: a Celery
+worker answering a ping, beat ticking (ops/heartbeat.py), and the audit trail's append-only triggers.
+A check that cannot be asked on this setup (a broker without broadcast, a per-process cache) answers
+"unknown", which is not a failure.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import ipaddress
 import logging
 import os
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -25,14 +32,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gdpr_requests.audit import queries as audit_queries
+from gdpr_requests.audit import triggers as audit_triggers
 from gdpr_requests.models import (
     ApiCall,
-    AuditEvent,
     DataSubjectRequest,
-    MixpanelProject,
     MixpanelTask,
+    SubjectNotification,
     TaskState,
 )
+from gdpr_requests.notifications import outbox
+from gdpr_requests.ops import heartbeat
 from gdpr_requests.pipeline.task_states import DISPATCHABLE
 from gdpr_requests.requests import selectors, states
 
@@ -40,6 +50,10 @@ logger = logging.getLogger(__name__)
 
 # A readiness probe must answer well within a load balancer's timeout even when a dependency hangs.
 PROBE_TIMEOUT_SECONDS = 2.0
+# A ping waits this long for every worker's answer (it cannot know how many there are), so keep it short.
+WORKER_PING_TIMEOUT_SECONDS = 1.0
+
+OK, UNAVAILABLE, UNKNOWN = "ok", "unavailable", "unknown"
 
 # Headers a reverse proxy adds. A request carrying one came from somewhere else, even if the proxy itself
 # connects from 127.0.0.1, so it does not count as a loopback client for token-less /metrics.
@@ -103,31 +117,68 @@ def _check_cache() -> None:
     _ping_redis(settings.CACHES["default"]["LOCATION"])
 
 
-def _readiness_checks() -> dict[str, Any]:
+class CannotTell(Exception):
+    """This setup gives no way to ask (the check answers "unknown")."""
+
+
+def _check_workers() -> None:
+    from compliance.celery import app
+
+    # A ping is a broadcast: a transport without fanout exchanges cannot carry it. (kombu 5.7's filesystem
+    # transport can, through its control folder, as can Redis and the in-memory one.)
+    with app.connection_for_read() as conn:
+        if "fanout" not in conn.transport.implements.exchange_type:
+            raise CannotTell("the broker has no broadcast, so workers cannot be pinged")
+    if not app.control.ping(timeout=WORKER_PING_TIMEOUT_SECONDS):
+        raise RuntimeError("no worker answered the ping")
+
+
+def _check_beat() -> None:
+    if not heartbeat.cache_is_shared():
+        raise CannotTell("the cache is per process: beat's heartbeat cannot be read here")
+    if heartbeat.beat_is_stale(heartbeat.beat_heartbeat_age()):
+        raise RuntimeError("beat has not ticked recently")
+
+
+def _check_audit_triggers() -> None:
+    if audit_triggers.missing(connection):
+        raise RuntimeError("append-only triggers missing or disabled")
+
+
+def _readiness_checks(*, deep: bool = False) -> dict[str, Any]:
     checks = {"database": _check_database, "broker": _check_broker}
     cache = settings.CACHES["default"]
     # The cache holds the public rate limits; it is its own dependency only when it is not the broker's Redis.
     if cache["BACKEND"].endswith("RedisCache") and cache.get("LOCATION") != settings.CELERY_BROKER_URL:
         checks["cache"] = _check_cache
+    if deep:
+        checks.update(workers=_check_workers, beat=_check_beat, audit_triggers=_check_audit_triggers)
     return checks
 
 
 @never_cache
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
-    """Database and broker reachable: 200, or 503 naming what is not (no host names, no error text)."""
+    """Database and broker reachable (with ``?deep``: also workers, beat, audit triggers): 200, or 503 naming
+    what is not (no host names, no error text)."""
     results: dict[str, str] = {}
-    for name, check in _readiness_checks().items():
+    for name, check in _readiness_checks(deep="deep" in request.GET).items():
+        if name == "workers" and results.get("broker") == UNAVAILABLE:
+            # Workers are reached through the broker: a ping would only wait out kombu's connection retries.
+            results[name] = UNAVAILABLE
+            continue
         try:
             check()
+        except CannotTell:
+            results[name] = UNKNOWN
         except Exception as exc:
             # The exception text can name hosts and credentials in a URL: log its class only.
             logger.warning("readiness check failed", extra={"check": name, "error": type(exc).__name__})
-            results[name] = "unavailable"
+            results[name] = UNAVAILABLE
         else:
-            results[name] = "ok"
-    failing = sorted(name for name, result in results.items() if result != "ok")
-    body: dict[str, Any] = {"status": "unavailable" if failing else "ok", "checks": results}
+            results[name] = OK
+    failing = sorted(name for name, result in results.items() if result == UNAVAILABLE)
+    body: dict[str, Any] = {"status": UNAVAILABLE if failing else OK, "checks": results}
     if failing:
         body["failing"] = failing
     return JsonResponse(body, status=503 if failing else 200)
@@ -174,18 +225,23 @@ class DsrCollector(Collector):
             value=age,
         )
 
-        names = dict(MixpanelProject.objects.values_list("id", "name"))
+        yield GaugeMetricFamily(
+            "dsr_subject_email_oldest_unsent_age_seconds",
+            "How long the oldest subject email still to send has waited (0: none waiting).",
+            value=_oldest_unsent_email_age(now),
+        )
+
         calls = CounterMetricFamily(
             "dsr_mixpanel_api_calls", "HTTP calls to Mixpanel by project and outcome.", labels=["project", "outcome"]
         )
         grouped = (
             ApiCall.objects.order_by()
-            .values("project_id", "outcome")
+            .values("project_id", "project__name", "outcome")
             .annotate(n=Count("id"))
-            .values_list("project_id", "outcome", "n")
+            .values_list("project_id", "project__name", "outcome", "n")
         )
-        for project_id, outcome, count in grouped:
-            calls.add_metric([names.get(project_id, str(project_id)), outcome], count)
+        for project_id, name, outcome, count in grouped:
+            calls.add_metric([name or str(project_id), outcome], count)
         yield calls
 
         waits = _rate_limit_waits()
@@ -198,8 +254,27 @@ class DsrCollector(Collector):
 
         # The sequence has no gaps (verification refuses them), so the last one is the length: an index
         # lookup where count(*) would scan the whole trail.
-        length = AuditEvent.objects.order_by("-sequence").values_list("sequence", flat=True).first() or 0
+        length, head_sequence = audit_queries.length_and_head_sequence()
         yield GaugeMetricFamily("dsr_audit_chain_length", "Number of events in the audit trail.", value=length)
+        # Kept by the monitoring system outside the database: a value that goes down, or a length below it,
+        # shows events deleted from the end.
+        yield GaugeMetricFamily(
+            "dsr_audit_head_sequence",
+            "Sequence of the audit chain head checkpoint (moves forward only).",
+            value=head_sequence,
+        )
+
+
+def _oldest_unsent_email_age(now: datetime) -> float:
+    """Age in seconds of the oldest subject email not sent yet (rows of purged requests are never sent)."""
+    # The outbox's own definition when it has one, so the metric and the sweep agree on "unsent".
+    own = getattr(outbox, "oldest_unsent_email_age_seconds", None)
+    if own is not None:
+        return float(own())
+    oldest = SubjectNotification.objects.filter(sent_at__isnull=True, request__purged_at__isnull=True).aggregate(
+        oldest=Min("created_at")
+    )["oldest"]
+    return max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
 
 
 def _rate_limit_waits() -> float | None:

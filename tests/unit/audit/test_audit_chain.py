@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from django.db import IntegrityError, InternalError, connection, transaction
@@ -9,7 +10,7 @@ from django.db.utils import DatabaseError
 from gdpr_requests.audit import chain as audit
 from gdpr_requests.audit import triggers as audit_triggers
 from gdpr_requests.audit.chain import Actor, audit_record, verify_database
-from gdpr_requests.models import AuditEvent
+from gdpr_requests.models import AuditChainHead, AuditEvent
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -114,6 +115,106 @@ def test_an_inserted_event_is_named():
     )
     result = verify_database()
     assert (result.ok, result.broken_sequence, result.reason) == (False, 3, audit.INSERTED)
+
+
+def test_an_edited_last_event_is_named():
+    # The last event has no successor whose link would expose it: its own hash must be checked too.
+    _write(5)
+    _raw(f"UPDATE {audit_triggers.TABLE} SET action = 'forged' WHERE sequence = 5")
+    result = verify_database()
+    assert (result.ok, result.broken_sequence, result.reason) == (False, 5, audit.EDITED)
+
+
+def test_deleting_the_oldest_events_is_named():
+    _write(5)
+    _raw(f"DELETE FROM {audit_triggers.TABLE} WHERE sequence <= 2")
+    result = verify_database()
+    assert (result.ok, result.broken_sequence, result.reason) == (False, 1, audit.MISSING)
+    assert result.detail == "events 1 to 2 are missing (deleted)"
+
+
+@pytest.mark.parametrize(("kept", "gone"), [(3, 2), (0, 5)])
+def test_deleting_the_newest_events_is_named_against_the_checkpoint(kept, gone):
+    _write(5)
+    _raw(f"DELETE FROM {audit_triggers.TABLE} WHERE sequence > %s", [kept])
+    result = verify_database()
+    assert (result.ok, result.broken_sequence, result.reason) == (False, kept + 1, audit.TRUNCATED)
+    assert result.summary().startswith(f"BROKEN at event {kept + 1}: truncated: {gone} events missing at the end")
+
+
+def test_appends_after_a_truncation_link_on_from_the_checkpoint_so_the_gap_stays_visible():
+    events = _write(5)
+    _raw(f"DELETE FROM {audit_triggers.TABLE} WHERE sequence > 3")
+    (after,) = _write(1)
+    assert (after.sequence, after.prev_hash) == (6, events[-1].hash)
+    result = verify_database()
+    assert (result.ok, result.broken_sequence, result.reason) == (False, 4, audit.MISSING)
+
+
+def test_a_deleted_checkpoint_is_named():
+    _write(3)
+    _raw(f"DELETE FROM {audit_triggers.HEAD_TABLE}")
+    result = verify_database()
+    assert (result.ok, result.reason) == (False, audit.TRUNCATED)
+    assert result.summary() == "BROKEN: truncated: the chain head checkpoint is missing (deleted)"
+
+
+def test_a_batch_moves_the_checkpoint_once_to_its_last_event(django_assert_num_queries):
+    entries = [audit.Entry(f"test.{i}", Actor.system()) for i in range(4)]
+    with transaction.atomic():
+        created = audit.audit_record_many(entries)
+    assert AuditChainHead.objects.values_list("sequence", "hash").get() == (4, created[-1].hash)
+    more = [audit.Entry(f"test.more{i}", Actor.system()) for i in range(3)]
+    # Lock (PostgreSQL only), read the table's head and the checkpoint, one INSERT, one checkpoint UPDATE.
+    expected = 5 if connection.vendor == "postgresql" else 4
+    with transaction.atomic(), django_assert_num_queries(expected):
+        created = audit.audit_record_many(more)
+    assert audit.chain_head() == (7, created[-1].hash)
+    assert verify_database().ok
+
+
+def test_verification_fails_while_a_trigger_is_missing():
+    _write(2)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"ALTER TABLE {audit_triggers.TABLE} DISABLE TRIGGER auditevent_no_change")
+        else:
+            cursor.execute("DROP TRIGGER auditevent_no_replace")
+    try:
+        result = verify_database()
+    finally:
+        audit_triggers.install(connection)
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(f"ALTER TABLE {audit_triggers.TABLE} ENABLE TRIGGER auditevent_no_change")
+    assert (result.ok, result.reason) == (False, audit.UNPROTECTED)
+    assert "missing or disabled" in result.detail
+    assert verify_database().ok
+
+
+def test_the_event_hash_matches_a_known_answer():
+    # Computed outside this code base (openssl dgst -sha256 -hmac) over the documented canonical form: 64 zeros,
+    # then the fields as sorted, compact JSON with the time in UTC and microseconds. A change of the canonical
+    # form, the key handling or the field set fails here even when the code still agrees with itself.
+    record = {
+        "occurred_at": datetime(2026, 1, 2, 5, 4, 5, 678901, tzinfo=timezone(timedelta(hours=2))),
+        "actor_type": "staff",
+        "actor_id": "7",
+        "actor_label": "alice",
+        "action": "request.approve",
+        "request_reference": "DSR-2026-0001",
+        "payload": {"projects": 2, "note": "naïve"},
+    }
+    assert (
+        audit.canonical(record)
+        == (
+            '{"action":"request.approve","actor_id":"7","actor_label":"alice","actor_type":"staff",'
+            '"occurred_at":"2026-01-02T03:04:05.678901+00:00","payload":{"note":"naïve","projects":2},'
+            '"request_reference":"DSR-2026-0001"}'
+        ).encode()
+    )
+    digest = audit.compute_hash(audit.GENESIS_HASH, record, key=b"known-answer-key")
+    assert digest == "af345db3e7bde1c32859d5b5066e769d7721c2766133a30d0756d55949eb6e1b"
 
 
 def test_a_different_key_fails_verification():

@@ -111,6 +111,68 @@ def test_verify_names_a_deleted_event():
     assert broken("audit", "verify").startswith("BROKEN at event 2: missing")
 
 
+@pytest.mark.django_db
+def test_verify_fails_when_events_are_reordered_and_relinked_without_the_key():
+    # Swap events 3 and 4 and rewrite every prev_hash so the links read as an unbroken chain: without the key
+    # the hashes cannot be recomputed, and the HMAC covers prev_hash, so the first moved event no longer matches.
+    events = _events(5)
+    moves = [(3, 100), (4, 3), (100, 4)]
+    for old, new in moves:
+        _tamper(f"UPDATE {audit_triggers.TABLE} SET sequence = %s WHERE sequence = %s", [new, old])
+    relinks = {3: events[1].hash, 4: events[3].hash, 5: events[2].hash}
+    for sequence, prev_hash in relinks.items():
+        _tamper(f"UPDATE {audit_triggers.TABLE} SET prev_hash = %s WHERE sequence = %s", [prev_hash, sequence])
+    chain = list(AuditEvent.objects.order_by("sequence").values_list("prev_hash", "hash"))
+    assert all(chain[i][0] == chain[i - 1][1] for i in range(1, 5)), "the links were made to look intact"
+    assert broken("audit", "verify").startswith("BROKEN at event 3: edited")
+
+
+@pytest.mark.django_db
+def test_verify_names_an_edited_last_event():
+    _events(4)
+    _tamper(f"UPDATE {audit_triggers.TABLE} SET payload = %s WHERE sequence = 4", [json.dumps({"i": 0})])
+    assert broken("audit", "verify").startswith("BROKEN at event 4: edited")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("kept", "report"), [(2, "3 events missing at the end"), (4, "1 event missing at the end")])
+def test_verify_reports_events_deleted_from_the_end(kept, report):
+    _events(5)
+    _tamper(f"DELETE FROM {audit_triggers.TABLE} WHERE sequence > %s", [kept])
+    assert broken("audit", "verify") == (
+        f"BROKEN at event {kept + 1}: truncated: {report} (the chain head checkpoint is event 5)"
+    )
+
+
+@pytest.mark.django_db
+def test_verify_reports_an_emptied_trail():
+    _events(3)
+    _tamper(f"DELETE FROM {audit_triggers.TABLE}")
+    assert "3 events missing at the end" in broken("audit", "verify")
+
+
+@pytest.mark.django_db
+def test_verify_fails_when_the_append_only_triggers_are_missing():
+    _events(2)
+    with connection.cursor() as cursor:  # DDL is undone with the test's transaction on both databases
+        for name in audit_triggers.expected(connection):
+            on_table = f" ON {audit_triggers._PG_TRIGGERS[name][0]}" if connection.vendor == "postgresql" else ""
+            cursor.execute(f"DROP TRIGGER {name}{on_table}")
+    report = broken("audit", "verify")
+    assert report.startswith("BROKEN: unprotected: the database triggers that keep the trail append-only are")
+    assert "auditevent_no_delete" in report or "auditevent_no_change" in report
+
+
+@pytest.mark.django_db
+def test_verify_file_reports_an_export_of_a_truncated_trail(tmp_path):
+    _events(5)
+    _tamper(f"DELETE FROM {audit_triggers.TABLE} WHERE sequence > 3")
+    path = _export(tmp_path)
+    report = broken("audit", "verify", "--file", str(path))
+    # The header carries the checkpoint (5) read before the export recorded itself; the events end at 3.
+    assert report == "BROKEN at event 4: truncated: 2 events missing at the end (the header's chain head is event 5)"
+
+
 @pytest.mark.django_db(transaction=True)
 def test_manage_py_audit_verify_exits_0_when_intact_and_1_with_the_plain_report_when_broken():
     events = _events(3)

@@ -158,3 +158,140 @@ def test_metrics_skip_host_validation_only_when_a_token_guards_them(client, sett
     settings.METRICS_TOKEN = "scrape-secret-123"
     response = client.get("/metrics", HTTP_HOST="10.0.0.7:8000", HTTP_AUTHORIZATION="Bearer scrape-secret-123")
     assert response.status_code == 200
+
+
+# --- deep readiness: workers, beat, audit triggers ----------------------------------------------------------
+@pytest.fixture
+def shared_cache(settings, tmp_path):
+    """A cache that other processes could read (files), like Redis in production."""
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(tmp_path)}
+    }
+
+
+@pytest.fixture
+def quick_ping(monkeypatch):
+    from gdpr_requests.ops import views as ops
+
+    monkeypatch.setattr(ops, "WORKER_PING_TIMEOUT_SECONDS", 0.3)
+
+
+@pytest.fixture
+def running_worker():
+    """A real Celery worker on the tests' in-memory broker, answering pings from this process."""
+    import celery.contrib.testing.tasks  # noqa: F401  (registers celery.ping, which start_worker expects)
+    from celery.contrib.testing.worker import start_worker
+
+    from compliance.celery import app
+
+    with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING", shutdown_timeout=10):
+        yield
+
+
+def _deep(client):
+    response = client.get("/readyz?deep")
+    return response.status_code, response.json()
+
+
+def test_plain_readyz_does_not_ask_for_workers_or_beat(client, quick_ping):
+    # A load balancer must not take the portal out of rotation because the Celery workers are down.
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert set(response.json()["checks"]) == {"database", "broker"}
+
+
+def test_deep_readyz_reports_workers_down_when_no_worker_answers_the_ping(client, quick_ping, shared_cache):
+    from gdpr_requests.ops.tasks import beat_heartbeat
+
+    beat_heartbeat()
+    status, body = _deep(client)
+    assert status == 503
+    assert body["checks"]["workers"] == "unavailable"
+    assert body["failing"] == ["workers"]
+
+
+@pytest.mark.django_db(transaction=True)  # Celery's Django fixup closes the test's connection as the worker starts
+def test_deep_readyz_is_ok_with_a_worker_a_recent_beat_and_the_triggers(client, shared_cache, running_worker):
+    from gdpr_requests.ops.tasks import beat_heartbeat
+
+    beat_heartbeat()
+    status, body = _deep(client)
+    assert status == 200, body
+    assert body["checks"] == {
+        "database": "ok",
+        "broker": "ok",
+        "workers": "ok",
+        "beat": "ok",
+        "audit_triggers": "ok",
+    } | ({"cache": "ok"} if "cache" in body["checks"] else {})
+
+
+def test_deep_readyz_reports_beat_down_when_it_never_ticked_or_stopped_ticking(client, quick_ping, shared_cache):
+    import time_machine
+
+    from gdpr_requests.ops.tasks import beat_heartbeat
+
+    assert _deep(client)[1]["checks"]["beat"] == "unavailable"
+    beat_heartbeat()
+    assert _deep(client)[1]["checks"]["beat"] == "ok"
+    # Two missed ticks are a busy worker; the third is a stopped beat (the schedule says every 60 s).
+    with time_machine.travel(time.time() + 170):
+        assert _deep(client)[1]["checks"]["beat"] == "ok"
+    with time_machine.travel(time.time() + 190):
+        status, body = _deep(client)
+    assert status == 503
+    assert "beat" in body["failing"]
+
+
+def test_deep_readyz_says_unknown_where_it_cannot_ask(client, settings, monkeypatch):
+    # A transport without broadcast cannot carry a ping, and a per-process cache cannot show beat's stamp.
+    from kombu.transport.memory import Transport
+
+    monkeypatch.setattr(Transport, "implements", Transport.implements.extend(exchange_type=frozenset({"direct"})))
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "x"}}
+    status, body = _deep(client)
+    assert (body["checks"]["workers"], body["checks"]["beat"]) == ("unknown", "unknown")
+    assert status == 200 and "failing" not in body
+
+
+def test_deep_readyz_fails_when_an_audit_trigger_is_missing(client, quick_ping, shared_cache):
+    from django.db import connection
+
+    from gdpr_requests.audit import triggers as audit_triggers
+
+    name = audit_triggers.expected(connection)[0]
+    on_table = f" ON {audit_triggers._PG_TRIGGERS[name][0]}" if connection.vendor == "postgresql" else ""
+    with connection.cursor() as cursor:  # undone with the test's transaction
+        cursor.execute(f"DROP TRIGGER {name}{on_table}")
+    status, body = _deep(client)
+    assert status == 503
+    assert body["checks"]["audit_triggers"] == "unavailable"
+    assert name not in response_text(body)
+    assert client.get("/readyz").status_code == 200
+
+
+def response_text(body: dict) -> str:
+    import json
+
+    return json.dumps(body)
+
+
+def test_the_beat_heartbeat_task_keeps_its_pinned_name_and_runs_every_minute(settings):
+    from compliance.celery import app
+
+    assert "gdpr_requests.tasks.beat_heartbeat" in app.tasks
+    entry = settings.CELERY_BEAT_SCHEDULE["beat-heartbeat"]
+    assert (entry["task"], entry["schedule"]) == ("gdpr_requests.tasks.beat_heartbeat", 60.0)
+
+
+def test_deep_readyz_does_not_ping_workers_through_a_broker_that_is_down(client, settings, shared_cache, monkeypatch):
+    from gdpr_requests.ops import views as ops
+
+    # A ping would wait this long (or, on a real broker that is down, sit out kombu's connection retries).
+    monkeypatch.setattr(ops, "WORKER_PING_TIMEOUT_SECONDS", 6.0)
+    settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{_closed_port()}/0"
+    started = time.monotonic()
+    status, body = _deep(client)
+    assert time.monotonic() - started < 5
+    assert status == 503
+    assert (body["checks"]["broker"], body["checks"]["workers"]) == ("unavailable", "unavailable")

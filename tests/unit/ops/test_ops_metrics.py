@@ -175,11 +175,67 @@ def test_metrics_report_the_rate_limiter_wait_count(client, monkeypatch):
     assert values[("dsr_mixpanel_rate_limit_waits_total", ())] == 17
 
 
-def test_metrics_hold_no_personal_data_or_references(client, make_request):
+EXPECTED_FAMILIES = {
+    "dsr_requests",
+    "dsr_requests_overdue",
+    "dsr_mixpanel_tasks",
+    "dsr_mixpanel_oldest_due_task_age_seconds",
+    "dsr_subject_email_oldest_unsent_age_seconds",
+    "dsr_mixpanel_api_calls",
+    "dsr_audit_chain_length",
+    "dsr_audit_head_sequence",
+}
+
+
+def test_metrics_hold_no_personal_data_or_references(client, make_request, project):
     dsr = make_request(email="canary-metrics@example.org", name="Canary Person", distinct_ids=["canary-id-42"])
-    text = client.get("/metrics").content.decode()
+    ApiCall.objects.create(project=project, operation="create_deletion", http_status=201, outcome="ok")
+    response = client.get("/metrics")
+    # An empty or refused answer would hold no personal data either: first make sure the numbers are there.
+    assert response.status_code == 200, response.content
+    text = response.content.decode()
+    families = {family.name for family in text_string_to_metric_families(text)}
+    assert families >= EXPECTED_FAMILIES, EXPECTED_FAMILIES - families
+    assert samples(text)[("dsr_requests", (("status", dsr.status),))] == 1
     for secret in ("canary-metrics", "Canary Person", "canary-id-42", dsr.reference):
         assert secret not in text
+
+
+def test_metrics_export_the_age_of_the_oldest_unsent_subject_email(client, make_request):
+    import time_machine
+
+    from gdpr_requests.models import SubjectNotification
+    from gdpr_requests.notifications.outbox import send_subject_notification
+
+    assert scrape(client)[("dsr_subject_email_oldest_unsent_age_seconds", ())] == 0
+    with time_machine.travel(timezone.now() - timedelta(minutes=5)):
+        old = make_request(email="old@example.org")
+    make_request(email="new@example.org")
+    assert SubjectNotification.objects.filter(sent_at__isnull=True).count() == 2
+    age = scrape(client)[("dsr_subject_email_oldest_unsent_age_seconds", ())]
+    assert 300 <= age < 330
+    event = SubjectNotification.objects.get(request=old).event
+    assert send_subject_notification(request_id=old.pk, event=event)
+    assert scrape(client)[("dsr_subject_email_oldest_unsent_age_seconds", ())] < 30
+
+
+def test_metrics_export_the_audit_head_checkpoint_which_deleting_events_does_not_move_back(client, make_request):
+    from django.db import connection, transaction
+
+    from gdpr_requests.audit import triggers as audit_triggers
+
+    make_request()
+    make_request(email="other@example.org")
+    head = AuditEvent.objects.order_by("-sequence").values_list("sequence", flat=True).first()
+    values = scrape(client)
+    assert values[("dsr_audit_head_sequence", ())] == values[("dsr_audit_chain_length", ())] == head
+    with transaction.atomic():  # as an attacker with database rights would
+        audit_triggers.drop(connection)
+        with connection.cursor() as cursor:
+            cursor.execute(f"DELETE FROM {audit_triggers.TABLE} WHERE sequence > 1")
+        audit_triggers.install(connection)
+    values = scrape(client)
+    assert (values[("dsr_audit_chain_length", ())], values[("dsr_audit_head_sequence", ())]) == (1, head)
 
 
 def test_a_scrape_costs_a_fixed_number_of_queries(client, data_set, make_request, django_assert_max_num_queries):
