@@ -53,6 +53,7 @@ check-deploy: venv
 	FIELD_ENCRYPTION_KEYS="$${FIELD_ENCRYPTION_KEYS:-$$($(PY) -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')}" \
 	AUDIT_CHAIN_KEY="$${AUDIT_CHAIN_KEY:-$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(40))')}" \
 	ALLOWED_HOSTS="$${ALLOWED_HOSTS:-privacy.example.com}" \
+	REDIS_URL="$${REDIS_URL:-redis://127.0.0.1:6379/0}" \
 	$(PY) manage.py check --deploy --fail-level WARNING
 
 clean:

@@ -31,7 +31,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 
-from gdpr_requests.audit.chain import Actor, audit_record
+from gdpr_requests.audit.chain import Actor, audit_record, chain_head
 from gdpr_requests.models import DataSubjectRequest, MixpanelProject, StaffAlert
 from gdpr_requests.requests import selectors, states
 
@@ -417,7 +417,7 @@ def send_digest(*, today: date | None = None) -> bool:
         kind=DIGEST,
         subject=subject,
         template="admin/gdpr_requests/email/staff_digest.txt",
-        context={"overview": overview, "sections": sections, "today": _day(today)},
+        context={"overview": overview, "sections": sections, "today": _day(today), "chain_head": chain_head()},
         recipients=recipients,
     )
     if not sent:

@@ -15,10 +15,10 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from gdpr_requests.audit import chain as audit
-from gdpr_requests.management.cli import iso_date
+from gdpr_requests.management.cli import CliCommand, iso_date
 
 
-class Command(BaseCommand):
+class Command(CliCommand):
     help = "Verify the audit trail's hash chain, or export it (JSON Lines or CSV) with its hashes."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -13,6 +13,7 @@ import time_machine
 from django.core import mail
 from django.core.mail.backends.base import BaseEmailBackend
 
+from gdpr_requests.audit.chain import chain_head
 from gdpr_requests.models import AuditEvent, MixpanelProject, StaffAlert
 from gdpr_requests.notifications import staff_alerts
 from gdpr_requests.requests import selectors, services
@@ -176,6 +177,12 @@ def test_the_daily_digest_is_sent_once_a_day(make_request, project, staff_actor)
     assert overdue.reference in digest.body and "overdue by 8 days" in digest.body
     assert failed.reference in digest.body
     assert not any(value in digest.body for value in PERSONAL)
+    # The head as it was when the digest was written, just before its own staff.digest_sent event.
+    sent_event = AuditEvent.objects.get(action="staff.digest_sent")
+    head = AuditEvent.objects.get(sequence=sent_event.sequence - 1)
+    sequence, head_hash = head.sequence, head.hash
+    assert chain_head()[0] == sent_event.sequence
+    assert f"Audit trail head: event {sequence}, hash {head_hash}" in " ".join(digest.body.split())
     with time_machine.travel(NOW + timedelta(days=1), tick=False):
         assert staff_alerts.send_digest() is True
     assert len(mail.outbox) == 2

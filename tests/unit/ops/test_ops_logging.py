@@ -106,6 +106,7 @@ def log_through_settings(tmp_path, django_env: str, code: str) -> list[str]:
         FIELD_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
         AUDIT_CHAIN_KEY="a-random-audit-chain-key-for-this-test-only",
         ALLOWED_HOSTS="example.com",
+        REDIS_URL="redis://127.0.0.1:6379/0",  # production requires a shared cache; nothing connects to it here
         DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
         VAR_DIR=str(tmp_path / "var"),
     )
