@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from gdpr_requests.audit import chain as audit
 from gdpr_requests.management.cli import CliCommand, iso_date
