@@ -396,8 +396,27 @@ def request_hold(*, request: DataSubjectRequest, reason: str, actor: Actor) -> D
     return _transition(request=request, action="hold", actor=actor, updates={"hold_reason": reason})
 
 
-def request_resume(*, request: DataSubjectRequest, actor: Actor, reason: str = "") -> DataSubjectRequest:
-    return _transition(request=request, action="resume", actor=actor)
+def request_resume(*, request: DataSubjectRequest, actor: Actor, note: str = "") -> DataSubjectRequest:
+    """on hold → the state before the hold; the hold reason is cleared.
+
+    An optional ``note`` (why work resumes) is kept as an internal RequestNote, written in the same transaction:
+    the request has no field for it (``hold_reason`` describes the hold that just ended), notes are where staff
+    already read the request's internal history, and each hold/resume keeps its own. The trail records the
+    note's id and length, never its text (it may mention the person).
+    """
+    note = (note or "").strip()
+    if len(note) > 2000:
+        raise ServiceError("The note is longer than 2000 characters.")
+    with transaction.atomic():
+        payload: dict[str, Any] = {}
+        if note:
+            # Written before the transition so that its audit event can point at it; a refused resume rolls
+            # the note back with it.
+            created = RequestNote.objects.create(
+                request=request, author_id=int(actor.id) if actor.id else None, text=note
+            )
+            payload = {"note_id": created.pk, "note_length": len(note)}
+        return _transition(request=request, action="resume", actor=actor, payload=payload)
 
 
 def request_cancel(*, request: DataSubjectRequest, actor: Actor, reason: str = "") -> DataSubjectRequest:
