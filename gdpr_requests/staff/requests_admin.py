@@ -30,7 +30,7 @@ from gdpr_requests.models import DataSubjectRequest, SubjectExport
 from gdpr_requests.requests import selectors, services, states
 from gdpr_requests.staff import forms as action_forms
 from gdpr_requests.staff import services as staff_services
-from gdpr_requests.staff.common import REFUSALS, can_work, render_form_page
+from gdpr_requests.staff.common import REFUSALS, StaffModelAdmin, can_work, render_form_page
 from gdpr_requests.staff.filters import (
     DueSoonFilter,
     NeedsAttentionFilter,
@@ -297,7 +297,7 @@ REQUEST_ACTIONS: dict[str, RequestAction] = {
 
 
 # --- The admin ----------------------------------------------------------------------------------------
-class DataSubjectRequestAdmin(admin.ModelAdmin):
+class DataSubjectRequestAdmin(StaffModelAdmin):
     list_display = [
         "reference",
         "kind",

@@ -20,6 +20,7 @@ from django.urls import reverse
 from django.utils.formats import date_format
 
 from gdpr_requests.requests import selectors
+from gdpr_requests.staff.common import with_declared_filters_only
 
 CHART_WIDTH = 720
 CHART_HEIGHT = 230
@@ -135,6 +136,11 @@ class PrivacyAdminSite(admin.AdminSite):
     @property
     def site_title(self) -> str:  # type: ignore[override]
         return "Privacy requests"
+
+    def register(self, model_or_iterable: Any, admin_class: Any = None, **options: Any) -> None:
+        # Every admin on this site, contrib apps' (users, groups) and third-party ones included, filters only
+        # through its declared filters: see staff.common.DeclaredFiltersOnly.
+        super().register(model_or_iterable, with_declared_filters_only(admin_class or admin.ModelAdmin), **options)
 
     def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> TemplateResponse:
         context = dict(extra_context or {})
