@@ -23,8 +23,8 @@ from django.urls import Resolver404, clear_url_caches, resolve
 
 from gdpr_requests.mixpanel import client as mp
 from gdpr_requests.models import MixpanelProject, TaskKind
-from mixpanel_sandbox import views as sandbox
 from mixpanel_sandbox.models import SandboxRateSlot, SandboxTask
+from mixpanel_sandbox import views as sandbox
 
 API = "/sandbox/mixpanel/api/app"
 TOKEN = "sandbox-project-token"
