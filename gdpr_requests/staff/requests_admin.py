@@ -252,7 +252,7 @@ REQUEST_ACTIONS: dict[str, RequestAction] = {
             "Resume",
             lambda r: r.status == states.ON_HOLD,
             _resume,
-            form=_reason_form("Note", "Optional.", required=False),
+            form=_reason_form("Note", "Optional. Kept with the request's internal notes.", required=False),
         ),
         RequestAction(
             "retry",
