@@ -30,9 +30,14 @@ class GdprRequestsConfig(AppConfig):
         services.register_transition_hook(pipeline_hooks.on_transition)
         services.register_withdrawal_blocker(request_withdrawal_blocker)
 
+        from django.contrib.auth.signals import user_login_failed
+
         from gdpr_requests.staff import register_models
+        from gdpr_requests.staff.login_security import audit_failed_login
 
         register_models()
+        # Every failed staff login (django-axes' lockouts included) goes into the audit trail.
+        user_login_failed.connect(audit_failed_login, dispatch_uid="gdpr_requests.audit_failed_login")
 
         for package in TASK_PACKAGES:
             import_module(f"{package}.tasks")

@@ -21,6 +21,7 @@ from django.utils.formats import date_format
 
 from gdpr_requests.requests import selectors
 from gdpr_requests.staff.common import with_declared_filters_only
+from gdpr_requests.staff.login_security import StaffLoginForm, second_factor_required
 
 CHART_WIDTH = 720
 CHART_HEIGHT = 230
@@ -128,6 +129,24 @@ def overview_links() -> dict[str, str]:
 class PrivacyAdminSite(admin.AdminSite):
     index_template = "admin/gdpr_requests/index.html"
     index_title = "Today's work"
+
+    # With DSR_REQUIRE_STAFF_OTP on, the login page asks for a TOTP token (django-otp's admin login template) and
+    # has_permission lets Privacy staff and superusers in only once a device has verified them.
+    @property
+    def login_form(self) -> Any:  # type: ignore[override]
+        return StaffLoginForm if settings.DSR_REQUIRE_STAFF_OTP else None
+
+    @property
+    def login_template(self) -> str | None:  # type: ignore[override]
+        return "otp/admin111/login.html" if settings.DSR_REQUIRE_STAFF_OTP else None
+
+    def has_permission(self, request: HttpRequest) -> bool:
+        if not super().has_permission(request):
+            return False
+        if second_factor_required(request.user):
+            # is_verified comes from django_otp's OTPMiddleware: true once this session signed in with a token.
+            return bool(request.user.is_verified())
+        return True
 
     @property
     def site_header(self) -> str:  # type: ignore[override]

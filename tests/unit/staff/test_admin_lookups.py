@@ -47,8 +47,10 @@ def _field_paths(model) -> list[str]:
 def _declared_by_name(model_admin: admin.ModelAdmin) -> set[str]:
     """What the list's declared filters read, spelled out independently of the code under test: a field filter
     reads ``<field>`` or ``<field>__exact`` and ``__isnull`` (dates ``__gte``/``__lt``, relations ``__id__exact``),
-    a simple filter its own parameter."""
+    a simple filter its own parameter, a date hierarchy ``<field>__year``/``__month``/``__day``."""
     declared: set[str] = set()
+    if model_admin.date_hierarchy:
+        declared |= {f"{model_admin.date_hierarchy}__{part}" for part in ("year", "month", "day")}
     for item in model_admin.list_filter:
         if isinstance(item, type):
             declared.add(item.parameter_name if issubclass(item, SimpleListFilter) else "")
