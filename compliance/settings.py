@@ -447,5 +447,7 @@ AXES_CLIENT_IP_CALLABLE = "gdpr_requests.portal.ratelimit.client_ip"  # honours 
 AXES_CLIENT_STR_CALLABLE = "gdpr_requests.staff.login_security.axes_client_str"  # no username or address in logs
 AXES_LOCKOUT_TEMPLATE = "admin/gdpr_requests/locked_out.html"
 DSR_REQUIRE_STAFF_OTP = env.bool("DSR_REQUIRE_STAFF_OTP", default=PRODUCTION)
+if PRODUCTION and not DSR_REQUIRE_STAFF_OTP:
+    raise ImproperlyConfigured("DSR_REQUIRE_STAFF_OTP must be on when DJANGO_ENV=production.")
 OTP_TOTP_ISSUER = f"{ORGANISATION_NAME} privacy requests"
 LOGGING["loggers"]["axes"] = {"level": "WARNING"}  # one INFO line per login otherwise; failures still show

@@ -158,3 +158,31 @@ def test_with_otp_off_staff_sign_in_with_a_password(client, staff_user, settings
     settings.DSR_REQUIRE_STAFF_OTP = False
     assert sign_in(client, "alice", PASSWORD).status_code == 302
     assert client.get(INDEX).status_code == 200
+
+
+def test_production_refuses_to_start_without_the_second_factor():
+    import os
+    import subprocess
+    import sys
+
+    from django.conf import settings as django_settings
+
+    env = {
+        **os.environ,
+        "DJANGO_ENV": "production",
+        "DJANGO_SECRET_KEY": "x" * 60,
+        "FIELD_ENCRYPTION_KEYS": "a" * 43 + "=",
+        "AUDIT_CHAIN_KEY": "k" * 40,
+        "ALLOWED_HOSTS": "privacy.example.com",
+        "DSR_REQUIRE_STAFF_OTP": "false",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=django_settings.BASE_DIR,
+        env={**env, "DJANGO_SETTINGS_MODULE": "compliance.settings"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "DSR_REQUIRE_STAFF_OTP must be on when DJANGO_ENV=production." in result.stderr
