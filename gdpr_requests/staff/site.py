@@ -167,4 +167,5 @@ class PrivacyAdminSite(admin.AdminSite):
             context["overview"] = selectors.overview()
             context["chart"] = weekly_chart(selectors.weekly_received_closed())
             context["overview_links"] = overview_links()
+            context["due_soon_days"] = selectors.DUE_SOON_DAYS
         return super().index(request, context)
