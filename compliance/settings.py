@@ -443,7 +443,7 @@ AXES_COOLOFF_TIME = 0.25  # hours (django-axes reads a number as hours): 15 minu
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False  # no start-up banner; the log lines it keeps name clients by AXES_CLIENT_STR_CALLABLE
-AXES_CLIENT_IP_CALLABLE = "gdpr_requests.portal.ratelimit.client_ip"  # honours DSR_TRUSTED_PROXY_HOPS
+AXES_CLIENT_IP_CALLABLE = "gdpr_requests.staff.login_security.login_client_ip"  # honours DSR_TRUSTED_PROXY_HOPS
 AXES_CLIENT_STR_CALLABLE = "gdpr_requests.staff.login_security.axes_client_str"  # no username or address in logs
 AXES_LOCKOUT_TEMPLATE = "admin/gdpr_requests/locked_out.html"
 DSR_REQUIRE_STAFF_OTP = env.bool("DSR_REQUIRE_STAFF_OTP", default=PRODUCTION)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 from typing import Any
 
 from django.conf import settings
@@ -25,6 +26,7 @@ from django_otp import devices_for_user
 from django_otp.admin import OTPAdminAuthenticationForm
 
 from gdpr_requests.audit.chain import Actor, audit_record
+from gdpr_requests.portal.ratelimit import client_ip
 from gdpr_requests.staff.common import WORK_PERMISSION
 
 STAFF_GROUP = "Privacy staff"
@@ -54,6 +56,19 @@ def audit_failed_login(sender: Any, credentials: dict[str, Any], request: HttpRe
                 "locked_out": bool(getattr(request, "axes_locked_out", False)),
             },
         )
+
+
+def login_client_ip(request: HttpRequest | None) -> str | None:
+    """The address django-axes locks on (AXES_CLIENT_IP_CALLABLE): the portal's reading of the client address
+    (honouring DSR_TRUSTED_PROXY_HOPS), or None when there is no valid one (a request built by ``force_login``
+    has none, and PostgreSQL's inet column refuses anything that is not an address)."""
+    if request is None:
+        return None
+    address = client_ip(request)
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return None
 
 
 def axes_client_str(
