@@ -36,7 +36,10 @@ class GdprRequestsConfig(AppConfig):
         from gdpr_requests.staff.login_security import audit_failed_login
 
         register_models()
-        # Every failed staff login (django-axes' lockouts included) goes into the audit trail.
+        # Every failed staff login (django-axes' lockouts included) goes into the audit trail. Receivers run in
+        # the order they were connected, and django-axes' (which flags request.axes_locked_out) must run first.
+        import axes.signals  # noqa: F401
+
         user_login_failed.connect(audit_failed_login, dispatch_uid="gdpr_requests.audit_failed_login")
 
         for package in TASK_PACKAGES:

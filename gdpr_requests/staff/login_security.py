@@ -52,7 +52,8 @@ def audit_failed_login(sender: Any, credentials: dict[str, Any], request: HttpRe
             actor=Actor.system("login"),
             payload={
                 "username_digest": username_digest(username),
-                # Set by django-axes when this attempt was refused because the account and address are locked.
+                # Set by django-axes (its receiver runs first) when this attempt locked the account and address or
+                # was refused because they are locked.
                 "locked_out": bool(getattr(request, "axes_locked_out", False)),
             },
         )
