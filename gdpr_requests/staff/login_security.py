@@ -59,6 +59,12 @@ def audit_failed_login(sender: Any, credentials: dict[str, Any], request: HttpRe
         )
 
 
+def audit_failed_second_factor(sender: Any, user: Any, **kwargs: Any) -> None:
+    """``otp_verification_failed`` receiver (connected in apps.py): the password was right, the token was not."""
+    with transaction.atomic():
+        audit_record(action="staff.second_factor_failed", actor=Actor.staff(user), payload={})
+
+
 def login_client_ip(request: HttpRequest | None) -> str | None:
     """The address django-axes locks on (AXES_CLIENT_IP_CALLABLE): the portal's reading of the client address
     (honouring DSR_TRUSTED_PROXY_HOPS), or None when there is no valid one (a request built by ``force_login``

@@ -120,6 +120,8 @@ def test_with_otp_required_a_wrong_token_does_not_sign_staff_in(client, staff_us
     wrong = f"{(int(token_for(device)) + 1) % 10**device.digits:0{device.digits}d}"
     assert sign_in(client, "alice", PASSWORD, otp_token=wrong).status_code == 200
     assert client.get(INDEX).status_code == 302
+    event = AuditEvent.objects.get(action="staff.second_factor_failed")
+    assert (event.actor_type, event.actor_id, event.payload) == ("staff", str(staff_user.pk), {})
 
 
 def test_with_otp_required_staff_with_a_totp_token_open_the_admin(client, staff_user, otp_required):
