@@ -418,3 +418,25 @@ if PRODUCTION and not REDIS_URL:
         "REDIS_URL must be set when DJANGO_ENV=production: the public rate limits need a cache that every web "
         "worker shares (with a per-process cache each worker counts on its own)."
     )
+
+# --- Staff sign-in: lockout (django-axes) and a second factor (django-otp) ---------------------------------
+# A username and address pair is locked for 15 minutes after 5 failed logins; every failure is in the audit
+# trail as a keyed hash of the username (gdpr_requests/staff/login_security.py). Privacy staff and superusers
+# sign in with a TOTP token when DSR_REQUIRE_STAFF_OTP is on (always, by default, in production).
+INSTALLED_APPS += ["django_otp", "django_otp.plugins.otp_totp", "django_otp.plugins.otp_static", "axes"]
+# OTPMiddleware after AuthenticationMiddleware (it wraps request.user); AxesMiddleware last.
+MIDDLEWARE += ["django_otp.middleware.OTPMiddleware", "axes.middleware.AxesMiddleware"]
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = 5
+AXES_COOLOFF_TIME = 0.25  # hours (django-axes reads a number as hours): 15 minutes
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False  # no start-up banner; the log lines it keeps name clients by AXES_CLIENT_STR_CALLABLE
+AXES_CLIENT_IP_CALLABLE = "gdpr_requests.staff.login_security.login_client_ip"  # honours DSR_TRUSTED_PROXY_HOPS
+AXES_CLIENT_STR_CALLABLE = "gdpr_requests.staff.login_security.axes_client_str"  # no username or address in logs
+AXES_LOCKOUT_TEMPLATE = "admin/gdpr_requests/locked_out.html"
+DSR_REQUIRE_STAFF_OTP = env.bool("DSR_REQUIRE_STAFF_OTP", default=PRODUCTION)
+if PRODUCTION and not DSR_REQUIRE_STAFF_OTP:
+    raise ImproperlyConfigured("DSR_REQUIRE_STAFF_OTP must be on when DJANGO_ENV=production.")
+OTP_TOTP_ISSUER = f"{ORGANISATION_NAME} privacy requests"
+LOGGING["loggers"]["axes"] = {"level": "WARNING"}  # type: ignore[index]  # one INFO line per login otherwise; failures still show

@@ -30,9 +30,21 @@ class GdprRequestsConfig(AppConfig):
         services.register_transition_hook(pipeline_hooks.on_transition)
         services.register_withdrawal_blocker(request_withdrawal_blocker)
 
+        from django.contrib.auth.signals import user_login_failed
+        from django_otp.forms import otp_verification_failed
+
         from gdpr_requests.staff import register_models
+        from gdpr_requests.staff.login_security import audit_failed_login, audit_failed_second_factor
 
         register_models()
+        # Every failed staff login (django-axes' lockouts included) goes into the audit trail. Receivers run in
+        # the order they were connected, and django-axes' (which flags request.axes_locked_out) must run first.
+        import axes.signals  # noqa: F401
+
+        user_login_failed.connect(audit_failed_login, dispatch_uid="gdpr_requests.audit_failed_login")
+        otp_verification_failed.connect(
+            audit_failed_second_factor, dispatch_uid="gdpr_requests.audit_failed_second_factor"
+        )
 
         for package in TASK_PACKAGES:
             import_module(f"{package}.tasks")

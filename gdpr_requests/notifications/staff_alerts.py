@@ -44,7 +44,7 @@ CREDENTIAL_EXPIRING = "credential_expiring"
 SUBJECT_EMAIL_UNSENT = "subject_email_unsent"
 DIGEST = "digest"
 
-DUE_SOON_DAYS = 3
+ALERT_DUE_WITHIN_DAYS = 3
 # An email lists at most this many items and links to the filtered list for the rest.
 MAX_LINES = 50
 
@@ -300,11 +300,11 @@ def send_alerts(*, now: Any = None) -> dict[str, int]:
             kind=DUE_SOON,
             candidates=(
                 Candidate(r.reference, r.due_at.isoformat(), r)
-                for r in requests.filter(selectors.due_soon_q(today=today, days=DUE_SOON_DAYS + 1))
+                for r in requests.filter(selectors.due_soon_q(today=today, days=ALERT_DUE_WITHIN_DAYS + 1))
             ),
             describe=_describe_due,
             subject=_subject("{label} is due within 3 days", "{n} requests are due within 3 days"),
-            intro=f"These open requests are due within {DUE_SOON_DAYS} days:",
+            intro=f"These open requests are due within {ALERT_DUE_WITHIN_DAYS} days:",
             more_url=_list_url("?due_soon=yes"),
             recipients=recipients,
         )

@@ -27,6 +27,8 @@ from gdpr_requests.models import (
 from gdpr_requests.requests import states
 
 STAFF_GROUP = "Privacy staff"
+# The request queue's "due soon" filter and the overview's card look this many days ahead. Staff alert emails
+# use their own, shorter horizon (notifications.staff_alerts.ALERT_DUE_WITHIN_DAYS).
 DUE_SOON_DAYS = 7
 CREDENTIAL_WARNING_DAYS = 30
 CHART_WEEKS = 12
@@ -63,15 +65,6 @@ def overdue_requests(*, today: date | None = None) -> QuerySet[DataSubjectReques
 
 def due_soon_requests(*, today: date | None = None, days: int = DUE_SOON_DAYS) -> QuerySet[DataSubjectRequest]:
     return DataSubjectRequest.objects.filter(due_soon_q(today=today, days=days))
-
-
-def due_on_requests(*, day: date) -> QuerySet[DataSubjectRequest]:
-    return open_requests().filter(due_at=day)
-
-
-def awaiting_review_requests() -> QuerySet[DataSubjectRequest]:
-    """Verified requests: staff must approve or reject them."""
-    return DataSubjectRequest.objects.filter(status=states.VERIFIED)
 
 
 def stuck_cutoff(*, now: datetime | None = None) -> datetime:

@@ -157,7 +157,7 @@ def prepare_request(
         received_at=received_at,
         verified_at=now if verified_by_staff else None,
         identity_verification=verified_by_staff,
-        verified_by_id=int(actor.id) if verified_by_staff and actor.id else None,
+        verified_by_id=actor.user_pk if verified_by_staff else None,
         original_due_at=due,
         due_at=due,
         link_nonce=secrets.token_hex(8),
@@ -347,7 +347,7 @@ def request_record_identity(*, request: DataSubjectRequest, how: str, actor: Act
         updates={
             "verified_at": timezone.now(),
             "identity_verification": how,
-            "verified_by_id": int(actor.id) if actor.id else None,
+            "verified_by_id": actor.user_pk,
         },
         payload={"method": "staff"},
     )
@@ -375,7 +375,7 @@ def request_approve(*, request: DataSubjectRequest, actor: Actor) -> DataSubject
         request=request,
         action="approve",
         actor=actor,
-        updates={"approved_at": timezone.now(), "approved_by_id": int(actor.id) if actor.id else None},
+        updates={"approved_at": timezone.now(), "approved_by_id": actor.user_pk},
         check=check,
     )
 
@@ -396,8 +396,25 @@ def request_hold(*, request: DataSubjectRequest, reason: str, actor: Actor) -> D
     return _transition(request=request, action="hold", actor=actor, updates={"hold_reason": reason})
 
 
-def request_resume(*, request: DataSubjectRequest, actor: Actor, reason: str = "") -> DataSubjectRequest:
-    return _transition(request=request, action="resume", actor=actor)
+def request_resume(*, request: DataSubjectRequest, actor: Actor, note: str = "") -> DataSubjectRequest:
+    """on hold → the state before the hold; the hold reason is cleared.
+
+    An optional ``note`` (why work resumes) is kept as an internal RequestNote, written in the same transaction:
+    the request has no field for it (``hold_reason`` describes the hold that just ended), notes are where staff
+    already read the request's internal history, and each hold/resume keeps its own. The trail records the
+    note's id and length, never its text (it may mention the person).
+    """
+    note = (note or "").strip()
+    if len(note) > 2000:
+        raise ServiceError("The note is longer than 2000 characters.")
+    with transaction.atomic():
+        payload: dict[str, Any] = {}
+        if note:
+            # Written before the transition so that its audit event can point at it; a refused resume rolls
+            # the note back with it.
+            created = RequestNote.objects.create(request=request, author_id=actor.user_pk, text=note)
+            payload = {"note_id": created.pk, "note_length": len(note)}
+        return _transition(request=request, action="resume", actor=actor, payload=payload)
 
 
 def request_cancel(*, request: DataSubjectRequest, actor: Actor, reason: str = "") -> DataSubjectRequest:
@@ -477,7 +494,7 @@ def request_extend(*, request: DataSubjectRequest, reason: str, actor: Actor) ->
             due_at=new_due,
             extended_at=now,
             extension_reason=reason,
-            extended_by_id=int(actor.id) if actor.id else None,
+            extended_by_id=actor.user_pk,
             updated_at=now,
         )
         if moved != 1:  # pragma: no cover - the row lock makes this unreachable
@@ -555,7 +572,7 @@ def request_add_note(*, request: DataSubjectRequest, note: str, actor: Actor) ->
     """An internal note. The trail records that it was written, not its text (it may mention the person)."""
     note = _require_reason(note, "add a note")
     with transaction.atomic():
-        created = RequestNote.objects.create(request=request, author_id=int(actor.id) if actor.id else None, text=note)
+        created = RequestNote.objects.create(request=request, author_id=actor.user_pk, text=note)
         audit_record(
             action="request.note_added",
             actor=actor,

@@ -1,4 +1,5 @@
-"""What the staff workspace's admins share: the work permission, read-only admins, small form pages."""
+"""What the staff workspace's admins share: the work permission, declared-filters-only change lists, read-only
+admins, small form pages."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.filters import FieldListFilter, ListFilter
+from django.contrib.admin.utils import get_fields_from_path
+from django.db.models import Field
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -30,7 +34,64 @@ def admin_url(obj: Any, view: str = "change") -> str:
     return reverse(f"admin:{opts.app_label}_{opts.model_name}_{view}", args=[obj.pk])
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+def declared_filter_parameters(model_admin: admin.ModelAdmin, request: HttpRequest) -> frozenset[str]:
+    """The query parameters that ``model_admin``'s declared list filters and date hierarchy read, exactly.
+
+    Each filter is built the way the change list builds it (with no parameters given) and asked for its
+    ``expected_parameters()``, so a field filter yields e.g. ``status__exact``/``status__isnull`` and a related
+    one ``projects__id__exact``: never a free-text lookup.
+    """
+    cache: dict[int, frozenset[str]] = request.__dict__.setdefault("_declared_filter_parameters", {})
+    if id(model_admin) in cache:
+        return cache[id(model_admin)]
+    names: set[str] = set()
+    if model_admin.date_hierarchy:
+        names |= {f"{model_admin.date_hierarchy}__{part}" for part in ("year", "month", "day")}
+    model = model_admin.model
+    for item in model_admin.get_list_filter(request):
+        if isinstance(item, type) and issubclass(item, ListFilter):
+            spec = item(request, {}, model, model_admin)
+        else:
+            field: Any
+            filter_class: Any
+            field, filter_class = item if isinstance(item, list | tuple) else (item, FieldListFilter.create)
+            path = None
+            if not isinstance(field, Field):
+                path, field = str(field), get_fields_from_path(model, str(field))[-1]
+            spec = filter_class(field, request, {}, model, model_admin, field_path=path)
+        names.update(str(name) for name in spec.expected_parameters() if name)
+    cache[id(model_admin)] = frozenset(names)
+    return cache[id(model_admin)]
+
+
+class DeclaredFiltersOnly:
+    """A change list that filters only through its declared filters, for every user, superusers included.
+
+    Django's own ``lookup_allowed`` accepts any lookup on the model's own fields from the query string, so
+    ``?requester_email__startswith=a`` would let anyone who may view the list (auditors included) read a column,
+    letter by letter, that the page never shows. Here a query parameter is accepted only when a declared filter
+    (or the date hierarchy) reads it; anything else is refused (Django answers 400).
+    PrivacyAdminSite.register puts this in front of every model admin, contrib apps' included.
+    """
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        if request is None:
+            return False  # nothing to build the filters with: refuse rather than guess
+        return lookup in declared_filter_parameters(self, request)  # type: ignore[arg-type]
+
+
+def with_declared_filters_only(admin_class: type[admin.ModelAdmin]) -> type[admin.ModelAdmin]:
+    """``admin_class`` itself when it already refuses undeclared lookups, else a subclass that does."""
+    if issubclass(admin_class, DeclaredFiltersOnly):
+        return admin_class
+    return type(admin_class.__name__, (DeclaredFiltersOnly, admin_class), {"__module__": admin_class.__module__})
+
+
+class StaffModelAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
+    """The base of the staff workspace's model admins."""
+
+
+class ReadOnlyAdmin(StaffModelAdmin):
     """Records that nobody edits through the admin, superusers included: they are written by services only."""
 
     actions = None

@@ -77,10 +77,10 @@ class OverdueFilter(_YesNoFilter):
 
 
 class DueSoonFilter(_YesNoFilter):
-    title = "due within 7 days"
+    title = f"due within {selectors.DUE_SOON_DAYS} days"
     parameter_name = "due_soon"
-    yes_label = "Due within 7 days"
-    no_label = "Not due within 7 days"
+    yes_label = f"Due within {selectors.DUE_SOON_DAYS} days"
+    no_label = f"Not due within {selectors.DUE_SOON_DAYS} days"
 
     def condition(self) -> Any:
         return selectors.due_soon_q()

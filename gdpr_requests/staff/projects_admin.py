@@ -16,7 +16,7 @@ from django.utils.html import format_html
 
 from gdpr_requests.audit.chain import Actor
 from gdpr_requests.models import CredentialStatus, MixpanelProject
-from gdpr_requests.staff.common import REFUSALS, can_work, render_form_page
+from gdpr_requests.staff.common import REFUSALS, StaffModelAdmin, can_work, render_form_page
 
 EXPIRY_WARNING_DAYS = 30
 # Fields the form edits directly; the two secrets have their own write-only fields.
@@ -105,7 +105,7 @@ class ProjectForm(forms.ModelForm):
         return values
 
 
-class MixpanelProjectAdmin(admin.ModelAdmin):
+class MixpanelProjectAdmin(StaffModelAdmin):
     form = ProjectForm
     list_display = [
         "name",

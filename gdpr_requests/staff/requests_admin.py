@@ -30,7 +30,7 @@ from gdpr_requests.models import DataSubjectRequest, SubjectExport
 from gdpr_requests.requests import selectors, services, states
 from gdpr_requests.staff import forms as action_forms
 from gdpr_requests.staff import services as staff_services
-from gdpr_requests.staff.common import REFUSALS, can_work, render_form_page
+from gdpr_requests.staff.common import REFUSALS, StaffModelAdmin, can_work, render_form_page
 from gdpr_requests.staff.filters import (
     DueSoonFilter,
     NeedsAttentionFilter,
@@ -47,11 +47,11 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def due_phrase(request: DataSubjectRequest, today: date | None = None) -> tuple[str, str]:
+def due_phrase(dsr: DataSubjectRequest, today: date | None = None) -> tuple[str, str]:
     """("in 3 days", css class) for an open request; closed requests are no longer due."""
-    if request.status not in states.OPEN_STATES:
+    if dsr.status not in states.OPEN_STATES:
         return "closed", "dsr-due-closed"
-    days = request.days_until_due(today)
+    days = dsr.days_until_due(today)
     if days < 0:
         return f"overdue by {_plural(-days, 'day')}", "dsr-due-overdue"
     if days == 0:
@@ -63,15 +63,15 @@ def due_phrase(request: DataSubjectRequest, today: date | None = None) -> tuple[
     return f"in {days} days", "dsr-due-later"
 
 
-def _withdrawal_blockers(request: DataSubjectRequest) -> list[str]:
-    if request.status not in states.OPEN_STATES:
+def _withdrawal_blockers(dsr: DataSubjectRequest) -> list[str]:
+    if dsr.status not in states.OPEN_STATES:
         return []
-    reason = services.withdrawal_blocker(request)
+    reason = services.withdrawal_blocker(dsr)
     return [reason] if reason else []
 
 
-def _retry_tasks(request: DataSubjectRequest, actor: Actor) -> None:
-    pipeline.request_retry_tasks(request=request, actor=actor)
+def _retry_tasks(dsr: DataSubjectRequest, actor: Actor) -> None:
+    pipeline.request_retry_tasks(request=dsr, actor=actor)
 
 
 # --- Actions ------------------------------------------------------------------------------------------
@@ -84,108 +84,104 @@ class RequestAction:
     title: str
     shown: Callable[[DataSubjectRequest], bool]
     run: Callable[[DataSubjectRequest, dict[str, Any], Actor], str]
-    form: Callable[[Any, DataSubjectRequest], forms.Form] = lambda data, request: action_forms.ConfirmForm(data)
-    blockers: Callable[[DataSubjectRequest], list[str]] = lambda request: []
-    explain: Callable[[DataSubjectRequest], str] = lambda request: ""
+    form: Callable[[Any, DataSubjectRequest], forms.Form] = lambda data, dsr: action_forms.ConfirmForm(data)
+    blockers: Callable[[DataSubjectRequest], list[str]] = lambda dsr: []
+    explain: Callable[[DataSubjectRequest], str] = lambda dsr: ""
     danger: bool = False
     submit: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _reason_form(label: str, help_text: str = "", *, required: bool = True) -> Callable[..., forms.Form]:
-    return lambda data, request: action_forms.ReasonForm(data, label=label, help_text=help_text, required=required)
+    return lambda data, dsr: action_forms.ReasonForm(data, label=label, help_text=help_text, required=required)
 
 
-def _approve(request: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
-    services.request_approve(request=request, actor=actor)
-    return f"Approved {request.reference}: its Mixpanel tasks will be planned and submitted."
+def _approve(dsr: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
+    services.request_approve(request=dsr, actor=actor)
+    return f"Approved {dsr.reference}: its Mixpanel tasks will be planned and submitted."
 
 
-def _reject(request: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
-    services.request_reject(request=request, reason=data["reason"], actor=actor)
-    return f"Rejected {request.reference}; the requester is told why."
+def _reject(dsr: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
+    services.request_reject(request=dsr, reason=data["reason"], actor=actor)
+    return f"Rejected {dsr.reference}; the requester is told why."
 
 
-def _hold(request: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
-    services.request_hold(request=request, reason=data["reason"], actor=actor)
-    return f"Put {request.reference} on hold."
+def _hold(dsr: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
+    services.request_hold(request=dsr, reason=data["reason"], actor=actor)
+    return f"Put {dsr.reference} on hold."
 
 
-def _resume(request: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
-    services.request_resume(request=request, actor=actor, reason=data.get("reason", ""))
-    return f"Resumed {request.reference}: it is {request.get_status_display().lower()} again."
+def _resume(dsr: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
+    services.request_resume(request=dsr, actor=actor, note=data.get("reason", ""))
+    return f"Resumed {dsr.reference}: it is {dsr.get_status_display().lower()} again."
 
 
-def _extend(request: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
-    services.request_extend(request=request, reason=data["reason"], actor=actor)
-    return f"Extended {request.reference}: now due {date_format(request.due_at)}. The requester is told."
+def _extend(dsr: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
+    services.request_extend(request=dsr, reason=data["reason"], actor=actor)
+    return f"Extended {dsr.reference}: now due {date_format(dsr.due_at)}. The requester is told."
 
 
-def _explain_extend(request: DataSubjectRequest) -> str:
-    rule = states.DEADLINE_RULES[request.regulation]
-    new_due = states.extended_due_date(request.regulation, timezone.localtime(request.received_at).date())
+def _explain_extend(dsr: DataSubjectRequest) -> str:
+    rule = states.DEADLINE_RULES[dsr.regulation]
+    new_due = states.extended_due_date(dsr.regulation, timezone.localtime(dsr.received_at).date())
     return (
-        f"{request.get_regulation_display()} allows one extension by {rule.extension_description}: the new due "
+        f"{dsr.get_regulation_display()} allows one extension by {rule.extension_description}: the new due "
         f"date will be {date_format(new_due)}. The requester is emailed the new date and your reason."
     )
 
 
-def _record_identity(request: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
-    services.request_record_identity(request=request, how=data["how"], actor=actor)
-    return f"Recorded the identity check for {request.reference}: it is verified."
+def _record_identity(dsr: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
+    services.request_record_identity(request=dsr, how=data["how"], actor=actor)
+    return f"Recorded the identity check for {dsr.reference}: it is verified."
 
 
-def _set_distinct_ids(request: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
-    services.request_set_distinct_ids(request=request, distinct_ids=data["distinct_ids"], actor=actor)
-    return f"Saved {_plural(len(request.distinct_ids), 'distinct id')} for {request.reference}."
+def _set_distinct_ids(dsr: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
+    services.request_set_distinct_ids(request=dsr, distinct_ids=data["distinct_ids"], actor=actor)
+    return f"Saved {_plural(len(dsr.distinct_ids), 'distinct id')} for {dsr.reference}."
 
 
-def _distinct_ids_form(data: Any, request: DataSubjectRequest) -> forms.Form:
-    return action_forms.DistinctIdsForm(data, initial={"distinct_ids": "\n".join(request.distinct_ids)})
+def _distinct_ids_form(data: Any, dsr: DataSubjectRequest) -> forms.Form:
+    return action_forms.DistinctIdsForm(data, initial={"distinct_ids": "\n".join(dsr.distinct_ids)})
 
 
-def _set_projects(request: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
+def _set_projects(dsr: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
     projects = list(data["projects"])
-    services.request_set_projects(request=request, projects=projects, actor=actor)
-    return f"{request.reference} now applies to {_plural(len(projects), 'project')}."
+    services.request_set_projects(request=dsr, projects=projects, actor=actor)
+    return f"{dsr.reference} now applies to {_plural(len(projects), 'project')}."
 
 
-def _projects_form(data: Any, request: DataSubjectRequest) -> forms.Form:
-    return action_forms.ProjectsForm(data, initial={"projects": list(request.projects.all())})
+def _projects_form(data: Any, dsr: DataSubjectRequest) -> forms.Form:
+    return action_forms.ProjectsForm(data, initial={"projects": list(dsr.projects.all())})
 
 
-def _retry(request: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
-    _retry_tasks(request, actor)
-    return f"Retrying the failed Mixpanel tasks of {request.reference}."
+def _retry(dsr: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
+    _retry_tasks(dsr, actor)
+    return f"Retrying the failed Mixpanel tasks of {dsr.reference}."
 
 
-def _cancel(request: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
-    services.request_cancel(request=request, actor=actor, reason=data.get("reason", ""))
-    return f"Cancelled {request.reference}; the requester is told."
+def _cancel(dsr: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
+    services.request_cancel(request=dsr, actor=actor, reason=data.get("reason", ""))
+    return f"Cancelled {dsr.reference}; the requester is told."
 
 
-def _resend(request: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
-    staff_services.request_resend_verification(request=request, actor=actor)
-    return f"Sent {request.reference}'s requester a new confirmation link."
+def _resend(dsr: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
+    staff_services.request_resend_verification(dsr=dsr, actor=actor)
+    return f"Sent {dsr.reference}'s requester a new confirmation link."
 
 
-def _assign(request: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
+def _assign(dsr: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
     assignee = data["assignee"]
-    services.request_assign(request=request, assignee=assignee, actor=actor)
-    return (
-        f"Assigned {request.reference} to {assignee.get_username()}."
-        if assignee
-        else f"Unassigned {request.reference}."
-    )
+    services.request_assign(request=dsr, assignee=assignee, actor=actor)
+    return f"Assigned {dsr.reference} to {assignee.get_username()}." if assignee else f"Unassigned {dsr.reference}."
 
 
-def _assign_form(data: Any, request: DataSubjectRequest) -> forms.Form:
-    return action_forms.AssignForm(data, initial={"assignee": request.assignee_id})
+def _assign_form(data: Any, dsr: DataSubjectRequest) -> forms.Form:
+    return action_forms.AssignForm(data, initial={"assignee": dsr.assignee_id})
 
 
-def _note(request: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
-    services.request_add_note(request=request, note=data["note"], actor=actor)
-    return f"Added a note to {request.reference}."
+def _note(dsr: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
+    services.request_add_note(request=dsr, note=data["note"], actor=actor)
+    return f"Added a note to {dsr.reference}."
 
 
 REQUEST_ACTIONS: dict[str, RequestAction] = {
@@ -256,7 +252,7 @@ REQUEST_ACTIONS: dict[str, RequestAction] = {
             "Resume",
             lambda r: r.status == states.ON_HOLD,
             _resume,
-            form=_reason_form("Note", "Optional.", required=False),
+            form=_reason_form("Note", "Optional. Kept with the request's internal notes.", required=False),
         ),
         RequestAction(
             "retry",
@@ -301,7 +297,7 @@ REQUEST_ACTIONS: dict[str, RequestAction] = {
 
 
 # --- The admin ----------------------------------------------------------------------------------------
-class DataSubjectRequestAdmin(admin.ModelAdmin):
+class DataSubjectRequestAdmin(StaffModelAdmin):
     list_display = [
         "reference",
         "kind",

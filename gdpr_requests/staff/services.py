@@ -17,10 +17,10 @@ from gdpr_requests.requests import states
 from gdpr_requests.requests.services import ServiceError
 
 
-def request_resend_verification(*, request: DataSubjectRequest, actor: Actor) -> DataSubjectRequest:
+def request_resend_verification(*, dsr: DataSubjectRequest, actor: Actor) -> DataSubjectRequest:
     """Email the requester a fresh confirmation link (links sent before stop working). Unverified only."""
     with transaction.atomic():
-        locked = DataSubjectRequest.objects.select_for_update().get(pk=request.pk)
+        locked = DataSubjectRequest.objects.select_for_update().get(pk=dsr.pk)
         if locked.status != states.UNVERIFIED:
             raise ServiceError(
                 f"Request {locked.reference} is {locked.get_status_display().lower()}: "
@@ -38,5 +38,5 @@ def request_resend_verification(*, request: DataSubjectRequest, actor: Actor) ->
         )
         # The portal's "resend" email carries a new confirmation link while the request is unverified.
         notify_after_commit(request_id=locked.pk, event=f"resend:{event.pk}")
-    request.link_nonce = nonce
-    return request
+    dsr.link_nonce = nonce
+    return dsr

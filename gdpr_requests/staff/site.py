@@ -20,6 +20,8 @@ from django.urls import reverse
 from django.utils.formats import date_format
 
 from gdpr_requests.requests import selectors
+from gdpr_requests.staff.common import with_declared_filters_only
+from gdpr_requests.staff.login_security import StaffLoginForm, second_factor_required
 
 CHART_WIDTH = 720
 CHART_HEIGHT = 230
@@ -128,6 +130,24 @@ class PrivacyAdminSite(admin.AdminSite):
     index_template = "admin/gdpr_requests/index.html"
     index_title = "Today's work"
 
+    # With DSR_REQUIRE_STAFF_OTP on, the login page asks for a TOTP token (django-otp's admin login template) and
+    # has_permission lets Privacy staff and superusers in only once a device has verified them.
+    @property
+    def login_form(self) -> Any:  # type: ignore[override]
+        return StaffLoginForm if settings.DSR_REQUIRE_STAFF_OTP else None
+
+    @property
+    def login_template(self) -> str | None:  # type: ignore[override]
+        return "otp/admin111/login.html" if settings.DSR_REQUIRE_STAFF_OTP else None
+
+    def has_permission(self, request: HttpRequest) -> bool:
+        if not super().has_permission(request):
+            return False
+        if second_factor_required(request.user):
+            # is_verified comes from django_otp's OTPMiddleware: true once this session signed in with a token.
+            return bool(getattr(request.user, "is_verified", lambda: False)())
+        return True
+
     @property
     def site_header(self) -> str:  # type: ignore[override]
         return f"{settings.ORGANISATION_NAME} · privacy requests"
@@ -136,10 +156,16 @@ class PrivacyAdminSite(admin.AdminSite):
     def site_title(self) -> str:  # type: ignore[override]
         return "Privacy requests"
 
+    def register(self, model_or_iterable: Any, admin_class: Any = None, **options: Any) -> None:
+        # Every admin on this site, contrib apps' (users, groups) and third-party ones included, filters only
+        # through its declared filters: see staff.common.DeclaredFiltersOnly.
+        super().register(model_or_iterable, with_declared_filters_only(admin_class or admin.ModelAdmin), **options)
+
     def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> TemplateResponse:
         context = dict(extra_context or {})
         if request.user.has_perm("gdpr_requests.view_datasubjectrequest"):
             context["overview"] = selectors.overview()
             context["chart"] = weekly_chart(selectors.weekly_received_closed())
             context["overview_links"] = overview_links()
+            context["due_soon_days"] = selectors.DUE_SOON_DAYS
         return super().index(request, context)

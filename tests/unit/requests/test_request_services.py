@@ -114,6 +114,52 @@ def test_hold_and_resume_return_to_the_previous_state(make_request, staff_actor)
     assert dsr.hold_reason == ""
 
 
+def test_reject_is_refused_while_processing_and_writes_nothing(make_request, staff_actor):
+    # Mixpanel has been asked to act: rejecting now would tell the requester "no" while their data goes.
+    dsr = make_request(verified_by_staff="passport seen", channel="staff")
+    services.request_approve(request=dsr, actor=staff_actor)
+    services.request_start_processing(request=dsr, task_count=1)
+    events_before = AuditEvent.objects.count()
+    with pytest.raises(states.TransitionNotAllowed, match="processing"):
+        services.request_reject(request=dsr, reason="changed our mind", actor=staff_actor)
+    dsr.refresh_from_db()
+    assert dsr.status == states.PROCESSING
+    assert dsr.rejection_reason == ""
+    assert dsr.closed_at is None
+    assert AuditEvent.objects.count() == events_before
+
+
+def test_resume_keeps_its_note_as_an_internal_note_and_audits_only_its_length(make_request, staff_actor):
+    dsr = make_request()
+    services.request_hold(request=dsr, reason="waiting for legal", actor=staff_actor)
+    services.request_resume(request=dsr, actor=staff_actor, note="  Legal said yes (Pat's lawyer called)  ")
+    dsr.refresh_from_db()
+    assert dsr.status == states.UNVERIFIED
+    note = dsr.notes.get()
+    assert note.text == "Legal said yes (Pat's lawyer called)"
+    assert note.author_id == int(staff_actor.id)
+    event = AuditEvent.objects.get(request_reference=dsr.reference, action="request.resume")
+    assert event.payload == {"from": "on_hold", "to": "unverified", "note_id": note.pk, "note_length": len(note.text)}
+
+
+def test_resume_without_a_note_writes_no_note(make_request, staff_actor):
+    dsr = make_request()
+    services.request_hold(request=dsr, reason="waiting for legal", actor=staff_actor)
+    services.request_resume(request=dsr, actor=staff_actor, note="   ")
+    assert not dsr.notes.exists()
+    event = AuditEvent.objects.get(request_reference=dsr.reference, action="request.resume")
+    assert event.payload == {"from": "on_hold", "to": "unverified"}
+
+
+def test_a_refused_resume_keeps_no_note(make_request, staff_actor):
+    dsr = make_request()
+    events_before = AuditEvent.objects.count()
+    with pytest.raises(states.TransitionNotAllowed):
+        services.request_resume(request=dsr, actor=staff_actor, note="should not stay")
+    assert not dsr.notes.exists()
+    assert AuditEvent.objects.count() == events_before
+
+
 def test_extension_moves_the_due_date_once(make_request, staff_actor):
     dsr = make_request(regulation="ccpa", received_at=datetime(2026, 1, 1, 9, tzinfo=UTC))
     assert dsr.due_at == date(2026, 2, 15)

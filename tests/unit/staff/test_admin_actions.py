@@ -122,6 +122,19 @@ def test_hold_and_resume_return_the_request_to_where_it_was(staff_client, staff_
     assert_refused(post(staff_client, verified_request, "resume"), verified_request, before, "cannot resume")
 
 
+def test_resume_keeps_the_note_it_asks_for_among_the_internal_notes(staff_client, staff_user, verified_request):
+    post(staff_client, verified_request, "hold", {"reason": "legal review"})
+    response = post(staff_client, verified_request, "resume", {"reason": "Legal cleared it on the phone."})
+    assert response.status_code == 302
+    note = verified_request.notes.get()
+    assert (note.text, note.author) == ("Legal cleared it on the phone.", staff_user)
+    event = last_event(verified_request)
+    assert event.action == "request.resume"
+    assert event.payload["note_length"] == len(note.text)
+    assert "Legal" not in str(event.payload)
+    assert "Legal cleared it on the phone." in staff_client.get(change_url(verified_request)).content.decode()
+
+
 def test_extend_once_with_a_reason(staff_client, staff_user, verified_request):
     before = snapshot(verified_request)
     assert_refused(post(staff_client, verified_request, "extend", {}), verified_request, before, "required")

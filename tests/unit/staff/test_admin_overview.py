@@ -173,3 +173,8 @@ def test_bar_heights_are_proportional_to_the_counts():
     assert received[0].height == 0
     assert received[11].height == pytest.approx(received[1].height * 11, abs=0.6)
     assert all(bar.y + bar.height == pytest.approx(chart["baseline"], abs=0.1) for bar in chart["bars"])
+
+
+def test_the_due_soon_card_says_the_horizon_it_counts(staff_client, monkeypatch):
+    monkeypatch.setattr(selectors, "DUE_SOON_DAYS", 5)
+    assert "due within 5 days" in staff_client.get("/admin/").content.decode()
