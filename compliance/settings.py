@@ -276,6 +276,7 @@ LOCALE_PATHS = [BASE_DIR / "locale"]
 # English dates as "2 December 2026" (Django's "en" would write "Dec. 2, 2026").
 FORMAT_MODULE_PATH = ["compliance.formats"]
 LANGUAGE_COOKIE_SAMESITE = "Lax"
+LANGUAGE_COOKIE_HTTPONLY = True  # only the server reads it
 LANGUAGE_COOKIE_SECURE = PRODUCTION
 
 # --- Product behaviour --------------------------------------------------------------------------------
