@@ -137,7 +137,7 @@ def request_form(request: HttpRequest) -> HttpResponse:
                     # The emails about this request will be written in the language the form was shown in.
                     portal_services.request_submit(**form.submission(), language=request.LANGUAGE_CODE)
                 except services.ServiceError as exc:
-                    form.add_error(None, str(exc))
+                    form.add_error(None, _in_page_language(str(exc)))
             if not form.errors:
                 # The same redirect whether the request is new, a duplicate, or a bot's.
                 return redirect("portal:request_sent")
@@ -225,6 +225,13 @@ def _kind_label(dsr: DataSubjectRequest) -> str:
     if dsr.kind == RequestKind.ACCESS:
         return pgettext("you asked for ...", "a copy of your data")
     return pgettext("you asked for ...", "deletion of your data")
+
+
+def _in_page_language(reason: str) -> str:
+    """A reason the services wrote (in English, for staff as much as for subjects) as the page can show it."""
+    if translation.get_language().startswith("en"):
+        return reason
+    return _("We could not take your request as it was entered. Check the details and try again.")
 
 
 def _public_reason(reason: str, dsr: DataSubjectRequest) -> str:

@@ -153,3 +153,16 @@ def test_a_refused_oversized_body_is_explained_in_the_visitors_language(settings
         reverse("portal:request"), data="x" * 100, content_type="text/plain"
     )
     assert response.status_code == 413 and "Te veel gegevens" in text_of(response)
+
+
+def test_a_refusal_by_the_intake_service_is_shown_in_the_visitors_language(monkeypatch, settings):
+    settings.DSR_PUBLIC_RATE_LIMITS_ENABLED = False
+
+    def refuse(**_kwargs):
+        raise services.ServiceError("The received date is in the future.")
+
+    monkeypatch.setattr(portal_services, "request_submit", refuse)
+    html = text_of(Client(HTTP_ACCEPT_LANGUAGE="de").post(reverse("portal:request"), FORM))
+    assert "Wir konnten Ihren Antrag in dieser Form nicht annehmen." in html and "received date" not in html
+    english = text_of(Client().post(reverse("portal:request"), FORM))
+    assert "The received date is in the future." in english
