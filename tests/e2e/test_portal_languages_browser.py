@@ -7,11 +7,14 @@ test's output folder (test-results/...).
 
 from __future__ import annotations
 
+import re
+from urllib.parse import urlsplit
+
 import pytest
 from django.core import mail
 
 from gdpr_requests.models import DataSubjectRequest
-from tests.e2e.test_portal_browser import watch
+from tests.e2e.test_portal_browser import latest_link, local, watch
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -31,6 +34,8 @@ JOURNEYS = {
         "sent_title": "Prüfen Sie Ihre E-Mails",
         "subject": "Bitte bestätigen Sie Ihren Datenschutzantrag",
         "body": ["Guten Tag,", "Antrag auf eine Kopie Ihrer Daten", "Der Link gilt 48 Stunden."],
+        "confirm": "Meinen Antrag bestätigen",
+        "status": "In Prüfung",
     },
     "pl": {
         "switch": "Zmień język",
@@ -45,6 +50,8 @@ JOURNEYS = {
         "sent_title": "Sprawdź swoją skrzynkę e-mail",
         "subject": "Potwierdź swój wniosek dotyczący prywatności",
         "body": ["Dzień dobry,", "wniosek o kopię Twoich danych", "Link jest ważny przez 48 godzin."],
+        "confirm": "Potwierdzam mój wniosek",
+        "status": "W weryfikacji",
     },
 }
 
@@ -116,5 +123,22 @@ def test_a_request_made_in_another_language_at_390_px_is_confirmed_by_email_in_i
     assert_no_sideways_scrolling(mail_view, "confirmation email")
     shots(mail_view, f"{language}-email")
     mail_view.close()
+
+    # The emailed link: the confirm page and the status page (sent without a Referer) in the same language.
+    page.goto(local(latest_link("verify"), base))
+    page.get_by_role("button", name=words["confirm"]).click()
+    page.wait_for_url(re.compile(r".*/status/.*\?confirmed=1$"))
+    assert page.get_by_role("heading", level=1).inner_text().startswith(words["status"])
+    assert_no_sideways_scrolling(page, "status")
+    shots(page, f"{language}-status")
+
+    # Switching back to English from a no-referrer page works too (the browser sends "Origin: null").
+    status_path = urlsplit(page.url).path
+    page.select_option("#language-select", "en")
+    page.get_by_role("button", name=words["switch"]).click()
+    page.wait_for_load_state()
+    assert urlsplit(page.url).path == status_path
+    assert page.locator("html").get_attribute("lang") == "en"
+    assert page.get_by_role("heading", level=1).inner_text().startswith("In review")
     page.close()
     assert not problems, problems
