@@ -97,6 +97,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # The public side follows the visitor's language (cookie, then Accept-Language); staff pages stay English.
+    "gdpr_requests.portal.middleware.PublicLocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -258,6 +260,24 @@ LANGUAGE_CODE = "en-gb"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
+# The languages of the public portal and of the emails to data subjects (catalogs in locale/, .mo committed).
+# The staff admin and the auditor reports stay in LANGUAGE_CODE.
+LANGUAGES = [
+    ("en", "English"),
+    ("de", "Deutsch"),
+    ("fr", "Français"),
+    ("es", "Español"),
+    ("it", "Italiano"),
+    ("nl", "Nederlands"),
+    ("pt", "Português"),
+    ("pl", "Polski"),
+]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+# English dates as "2 December 2026" (Django's "en" would write "Dec. 2, 2026").
+FORMAT_MODULE_PATH = ["compliance.formats"]
+LANGUAGE_COOKIE_SAMESITE = "Lax"
+LANGUAGE_COOKIE_HTTPONLY = True  # only the server reads it
+LANGUAGE_COOKIE_SECURE = PRODUCTION
 
 # --- Product behaviour --------------------------------------------------------------------------------
 DSR_VERIFICATION_HOURS = env.int("DSR_VERIFICATION_HOURS", default=48)

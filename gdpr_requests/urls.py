@@ -8,4 +8,6 @@ urlpatterns = [
     path("", include("gdpr_requests.ops.urls")),
     path("reports/", include("gdpr_requests.reports.urls")),
     path("", include("gdpr_requests.portal.urls")),
+    # The portal's language switcher posts to Django's set_language (a cookie; URLs keep no language prefix).
+    path("i18n/", include("django.conf.urls.i18n")),
 ]

@@ -53,6 +53,8 @@ class DataSubjectRequest(models.Model):
     status_before_hold = models.CharField(max_length=12, choices=states.STATUS_CHOICES, blank=True)
     hold_reason = models.TextField(blank=True)
     channel = models.CharField(max_length=8, choices=Channel.choices, default=Channel.WEB)
+    # The subject's language (settings.LANGUAGES), taken at intake: their emails are written in it.
+    language = models.CharField(max_length=8, choices=settings.LANGUAGES, default="en")
     received_at = models.DateTimeField(default=timezone.now)
     verified_at = models.DateTimeField(null=True, blank=True)
     approved_at = models.DateTimeField(null=True, blank=True)

@@ -13,6 +13,9 @@ import unicodedata
 from typing import Any
 
 from django import forms
+from django.utils.functional import Promise
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from gdpr_requests.models import DisclosureType, Regulation, RequestKind
 from gdpr_requests.portal import ratelimit as ratelimit_public
@@ -22,21 +25,21 @@ EEA_UK = "eea_uk"
 CALIFORNIA = "california"
 ELSEWHERE = "elsewhere"
 RESIDENCE_CHOICES = [
-    (EEA_UK, "The European Union, the EEA or the United Kingdom"),
-    (CALIFORNIA, "California, United States"),
-    (ELSEWHERE, "Somewhere else"),
+    (EEA_UK, gettext_lazy("The European Union, the EEA or the United Kingdom")),
+    (CALIFORNIA, gettext_lazy("California, United States")),
+    (ELSEWHERE, gettext_lazy("Somewhere else")),
 ]
 # Where the person lives decides the law we answer under; outside California we apply the GDPR's standard.
 REGULATION_FOR_RESIDENCE = {EEA_UK: Regulation.GDPR, CALIFORNIA: Regulation.CCPA, ELSEWHERE: Regulation.GDPR}
 
 KIND_CHOICES = [
-    (RequestKind.ACCESS, "Get a copy of my data"),
-    (RequestKind.DELETION, "Delete my data"),
+    (RequestKind.ACCESS, gettext_lazy("Get a copy of my data")),
+    (RequestKind.DELETION, gettext_lazy("Delete my data")),
 ]
 DISCLOSURE_CHOICES = [
-    (DisclosureType.DATA, "The specific pieces of personal information you hold about me"),
-    (DisclosureType.CATEGORIES, "The categories of personal information you hold about me"),
-    (DisclosureType.SOURCES, "Where you got my personal information from"),
+    (DisclosureType.DATA, gettext_lazy("The specific pieces of personal information you hold about me")),
+    (DisclosureType.CATEGORIES, gettext_lazy("The categories of personal information you hold about me")),
+    (DisclosureType.SOURCES, gettext_lazy("Where you got my personal information from")),
 ]
 
 NAME_MAX = 200
@@ -46,15 +49,24 @@ USER_IDS_MAX = 5000
 HONEYPOT = "website"
 
 
-def _messages(noun: str, *, required: str = "", invalid: str = "", choice: str = "") -> dict[str, str]:
-    """Error messages for one field, each naming it (Django's defaults say "This field")."""
-    return {
-        "required": required or f"Enter your {noun}.",
-        "invalid": invalid or f"Enter a valid {noun}.",
-        "max_length": f"Your {noun} is too long: use at most %(limit_value)d characters (it has %(show_value)d).",
-        "null_characters_not_allowed": f"Your {noun} contains a character we cannot accept (a null character).",
-        "invalid_choice": choice or f"Choose one of the options for {noun}.",
+def _messages(
+    *,
+    required: Promise | None = None,
+    invalid: Promise | None = None,
+    max_length: Promise | None = None,
+    null: Promise | None = None,
+    choice: Promise | None = None,
+) -> dict[str, Promise]:
+    """Error messages for one field, each naming it (Django's defaults say "This field"). Each is a whole
+    sentence to translate: a noun slotted into a shared sentence would not decline in German or Polish."""
+    keys = {
+        "required": required,
+        "invalid": invalid,
+        "max_length": max_length,
+        "null_characters_not_allowed": null,
+        "invalid_choice": choice,
     }
+    return {key: message for key, message in keys.items() if message is not None}
 
 
 def _has_control_characters(value: str, *, allow_newlines: bool = False) -> bool:
@@ -83,6 +95,16 @@ class HoneypotField(forms.Field):
         return ""
 
 
+EMAIL_MESSAGES = _messages(
+    required=gettext_lazy("Enter your email address."),
+    invalid=gettext_lazy("Enter your email address in the right format, like name@example.com."),
+    max_length=gettext_lazy(
+        "Your email address is too long: use at most %(limit_value)d characters (it has %(show_value)d)."
+    ),
+    null=gettext_lazy("Your email address contains a character we cannot accept (a null character)."),
+)
+
+
 class PortalForm(forms.Form):
     """Shared behaviour: the client's IP for rate limits, the honeypot, and field nouns for messages."""
 
@@ -91,7 +113,7 @@ class PortalForm(forms.Form):
     rate_limit_action = ""
 
     website = HoneypotField(
-        label="Leave this field empty",
+        label=gettext_lazy("Leave this field empty"),
         required=False,
         widget=forms.TextInput(attrs={"autocomplete": "off", "tabindex": "-1"}),
     )
@@ -126,86 +148,101 @@ class DataRequestForm(PortalForm):
     rate_limit_action = "submit"
 
     name = forms.CharField(
-        label="Your full name",
+        label=gettext_lazy("Your full name"),
         max_length=NAME_MAX,
         widget=forms.TextInput(attrs={"autocomplete": "name"}),
-        error_messages=_messages("name", required="Enter your name."),
-    )
-    email = forms.EmailField(
-        label="Your email address",
-        max_length=EMAIL_MAX,
-        help_text="We send a link to this address to check it is yours, then keep you updated there.",
-        widget=forms.EmailInput(attrs={"autocomplete": "email", "spellcheck": "false"}),
         error_messages=_messages(
-            "email address", invalid="Enter your email address in the right format, like name@example.com."
+            required=gettext_lazy("Enter your name."),
+            max_length=gettext_lazy(
+                "Your name is too long: use at most %(limit_value)d characters (it has %(show_value)d)."
+            ),
+            null=gettext_lazy("Your name contains a character we cannot accept (a null character)."),
         ),
     )
+    email = forms.EmailField(
+        label=gettext_lazy("Your email address"),
+        max_length=EMAIL_MAX,
+        help_text=gettext_lazy("We send a link to this address to check it is yours, then keep you updated there."),
+        widget=forms.EmailInput(attrs={"autocomplete": "email", "spellcheck": "false"}),
+        error_messages=EMAIL_MESSAGES,
+    )
     kind = forms.ChoiceField(
-        label="What would you like us to do?",
+        label=gettext_lazy("What would you like us to do?"),
         choices=KIND_CHOICES,
         widget=forms.RadioSelect,
         error_messages=_messages(
-            "request",
-            required="Choose which request you are making: a copy of your data, or its deletion.",
-            choice="Choose which request you are making: a copy of your data, or its deletion.",
+            required=gettext_lazy("Choose which request you are making: a copy of your data, or its deletion."),
+            choice=gettext_lazy("Choose which request you are making: a copy of your data, or its deletion."),
         ),
     )
     residence = forms.ChoiceField(
-        label="Where do you live?",
+        label=gettext_lazy("Where do you live?"),
         choices=RESIDENCE_CHOICES,
         widget=forms.RadioSelect,
-        help_text="This decides which privacy law we answer under (GDPR or CCPA) and our deadline.",
+        help_text=gettext_lazy("This decides which privacy law we answer under (GDPR or CCPA) and our deadline."),
         error_messages=_messages(
-            "where you live",
-            required="Choose where you live.",
-            choice="Choose where you live from the options.",
+            required=gettext_lazy("Choose where you live."),
+            choice=gettext_lazy("Choose where you live from the options."),
         ),
     )
     disclosure_type = forms.ChoiceField(
-        label="What do you want to know?",
+        label=gettext_lazy("What do you want to know?"),
         choices=DISCLOSURE_CHOICES,
         widget=forms.RadioSelect,
         required=False,
-        help_text="Only for California residents asking for a copy of their data.",
+        help_text=gettext_lazy("Only for California residents asking for a copy of their data."),
         error_messages=_messages(
-            "what you want to know",
-            required="Choose what you want to know about your data.",
-            choice="Choose what you want to know from the options.",
+            required=gettext_lazy("Choose what you want to know about your data."),
+            choice=gettext_lazy("Choose what you want to know from the options."),
         ),
     )
     distinct_ids = forms.CharField(
-        label="Your user id (optional)",
+        label=gettext_lazy("Your user id (optional)"),
         required=False,
         max_length=USER_IDS_MAX,
         widget=forms.Textarea(attrs={"rows": 2, "spellcheck": "false", "autocapitalize": "off"}),
-        help_text=(
+        help_text=gettext_lazy(
             "The user id you have in our product, if you know it (for example in your account settings). "
             "Put each one on its own line. It helps us find your data faster."
         ),
-        error_messages=_messages("user id"),
+        error_messages=_messages(
+            max_length=gettext_lazy(
+                "Your user id is too long: use at most %(limit_value)d characters (it has %(show_value)d)."
+            ),
+            null=gettext_lazy("Your user id contains a character we cannot accept (a null character)."),
+        ),
     )
     message = forms.CharField(
-        label="Anything else we should know? (optional)",
+        label=gettext_lazy("Anything else we should know? (optional)"),
         required=False,
         max_length=MESSAGE_MAX,
         widget=forms.Textarea(attrs={"rows": 4}),
-        error_messages=_messages("message"),
+        error_messages=_messages(
+            max_length=gettext_lazy(
+                "Your message is too long: use at most %(limit_value)d characters (it has %(show_value)d)."
+            ),
+            null=gettext_lazy("Your message contains a character we cannot accept (a null character)."),
+        ),
     )
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"]
         if _has_control_characters(name):
-            raise forms.ValidationError("Your name contains a character we cannot accept.", code="invalid")
+            raise forms.ValidationError(_("Your name contains a character we cannot accept."), code="invalid")
         if _has_bidi_controls(name):
             raise forms.ValidationError(
-                "Your name contains a hidden character that changes the direction of text. Type your name again "
-                "without it.",
+                _(
+                    "Your name contains a hidden character that changes the direction of text. Type your name "
+                    "again without it."
+                ),
                 code="invalid",
             )
         if LINK_PATTERN.search(name):
             raise forms.ValidationError(
-                "Your name looks like it contains a web address. Enter only your name (if it has a dot between "
-                "two words, put a space after the dot).",
+                _(
+                    "Your name looks like it contains a web address. Enter only your name (if it has a dot "
+                    "between two words, put a space after the dot)."
+                ),
                 code="invalid",
             )
         return name
@@ -213,10 +250,13 @@ class DataRequestForm(PortalForm):
     def clean_message(self) -> str:
         message = self.cleaned_data["message"]
         if _has_control_characters(message, allow_newlines=True):
-            raise forms.ValidationError("Your message contains a character we cannot accept.", code="invalid")
+            raise forms.ValidationError(_("Your message contains a character we cannot accept."), code="invalid")
         if _has_bidi_controls(message):
             raise forms.ValidationError(
-                "Your message contains a hidden character that changes the direction of text. Remove it and try again.",
+                _(
+                    "Your message contains a hidden character that changes the direction of text. Remove it and "
+                    "try again."
+                ),
                 code="invalid",
             )
         return message
@@ -226,16 +266,21 @@ class DataRequestForm(PortalForm):
         ids = list(dict.fromkeys(line for line in lines if line))
         if any(len(value) > services.MAX_DISTINCT_ID_LENGTH for value in ids):
             raise forms.ValidationError(
-                f"Each user id must be at most {services.MAX_DISTINCT_ID_LENGTH} characters long.", code="max_length"
+                _("Each user id must be at most %(max)d characters long.") % {"max": services.MAX_DISTINCT_ID_LENGTH},
+                code="max_length",
             )
         if any(_has_control_characters(value) for value in ids):
-            raise forms.ValidationError("A user id contains a character we cannot accept.", code="invalid")
+            raise forms.ValidationError(_("A user id contains a character we cannot accept."), code="invalid")
         if len(ids) > services.MAX_DISTINCT_IDS:
-            raise forms.ValidationError(f"Enter at most {services.MAX_DISTINCT_IDS} user ids.", code="invalid")
+            raise forms.ValidationError(
+                _("Enter at most %(max)d user ids.") % {"max": services.MAX_DISTINCT_IDS}, code="invalid"
+            )
         try:
             return services.clean_distinct_ids(ids)
-        except services.ServiceError as exc:  # belt and braces: the service's own rules
-            raise forms.ValidationError(f"Check your user id: {exc}", code="invalid") from None
+        except services.ServiceError:  # belt and braces: the service's own rules (its words are for staff)
+            raise forms.ValidationError(
+                _("Check your user id: one of them cannot be accepted as it is."), code="invalid"
+            ) from None
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
@@ -246,7 +291,7 @@ class DataRequestForm(PortalForm):
             if not cleaned.get("disclosure_type") and "disclosure_type" not in self.errors:
                 self.add_error(
                     "disclosure_type",
-                    forms.ValidationError("Choose what you want to know about your data.", code="required"),
+                    forms.ValidationError(_("Choose what you want to know about your data."), code="required"),
                 )
         else:
             cleaned["disclosure_type"] = ""
@@ -271,13 +316,11 @@ class ResendLinkForm(PortalForm):
     rate_limit_action = "resend"
 
     email = forms.EmailField(
-        label="Your email address",
+        label=gettext_lazy("Your email address"),
         max_length=EMAIL_MAX,
-        help_text="The address you used for your request.",
+        help_text=gettext_lazy("The address you used for your request."),
         widget=forms.EmailInput(attrs={"autocomplete": "email", "spellcheck": "false"}),
-        error_messages=_messages(
-            "email address", invalid="Enter your email address in the right format, like name@example.com."
-        ),
+        error_messages=EMAIL_MESSAGES,
     )
 
 
@@ -285,13 +328,19 @@ class DownloadCodeForm(forms.Form):
     nouns = {"code": "code"}
 
     code = forms.CharField(
-        label="Download code",
+        label=gettext_lazy("Download code"),
         max_length=20,
-        help_text="The 6-digit code from the email we just sent you.",
+        help_text=gettext_lazy("The 6-digit code from the email we just sent you."),
         widget=forms.TextInput(
             attrs={"inputmode": "numeric", "autocomplete": "one-time-code", "pattern": "[0-9 ]*", "spellcheck": "false"}
         ),
-        error_messages=_messages("code", required="Enter the 6-digit code from the email."),
+        error_messages=_messages(
+            required=gettext_lazy("Enter the 6-digit code from the email."),
+            max_length=gettext_lazy(
+                "Your code is too long: use at most %(limit_value)d characters (it has %(show_value)d)."
+            ),
+            null=gettext_lazy("Your code contains a character we cannot accept (a null character)."),
+        ),
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -301,5 +350,5 @@ class DownloadCodeForm(forms.Form):
     def clean_code(self) -> str:
         code = "".join(self.cleaned_data["code"].split())
         if len(code) != 6 or not code.isascii() or not code.isdigit():
-            raise forms.ValidationError("Enter the code as 6 digits, like 123456.", code="invalid")
+            raise forms.ValidationError(_("Enter the code as 6 digits, like 123456."), code="invalid")
         return code

@@ -13,10 +13,16 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.middleware.locale import LocaleMiddleware
 from django.template.loader import render_to_string
+from django.utils import translation
+from django.utils.functional import Promise
+from django.utils.translation import gettext_lazy as _
 
 # The development-only fake Mixpanel API receives the pipeline's deletion batches, which can be larger.
 SANDBOX_PREFIX = "/sandbox/mixpanel/"
+# Pages for staff and auditors: English, not the visitor's language.
+STAFF_PREFIXES = ("/admin/", "/reports/", "/sandbox/")
 
 
 def _declared_length(request: HttpRequest) -> int | None:
@@ -35,23 +41,48 @@ class MaxBodySizeMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         length = _declared_length(request)
         if length is None:
-            return _refuse(400, "Bad request", "The request could not be read.")
+            return _refuse(request, 400, _("Bad request"), _("The request could not be read."))
         if length > settings.DSR_MAX_BODY_BYTES and not (
             settings.MIXPANEL_SANDBOX_ENABLED and request.path_info.startswith(SANDBOX_PREFIX)
         ):
             return _refuse(
+                request,
                 413,
-                "Too much data",
-                "What was sent is larger than any form on this site accepts. Go back and try again without "
-                "attaching or pasting large content.",
+                _("Too much data"),
+                _(
+                    "What was sent is larger than any form on this site accepts. Go back and try again without "
+                    "attaching or pasting large content."
+                ),
             )
         return self.get_response(request)
 
 
-def _refuse(status: int, title: str, text: str) -> HttpResponse:
-    body = render_to_string("portal/body_refused.html", {"title": title, "text": text})
+def _refuse(request: HttpRequest, status: int, title: Promise, text: Promise) -> HttpResponse:
+    # This runs before the locale middleware: the page is put in the visitor's language here.
+    with translation.override(translation.get_language_from_request(request)):
+        body = render_to_string("portal/body_refused.html", {"title": str(title), "text": str(text)})
     response = HttpResponse(body, status=status)
     # The body was not read: the connection cannot carry another request.
     response["Connection"] = "close"
     response["Cache-Control"] = "no-store"
     return response
+
+
+class PublicLocaleMiddleware(LocaleMiddleware):
+    """Django's LocaleMiddleware for the public side only: the staff admin and the auditor reports stay in
+    settings.LANGUAGE_CODE whatever the browser asks for (Django ships admin translations that would otherwise
+    switch it). The public language comes from the switcher's cookie, then Accept-Language, then LANGUAGE_CODE;
+    URLs carry no language prefix, so links in old emails keep working.
+    """
+
+    def process_request(self, request: HttpRequest) -> None:
+        if request.path_info.startswith(STAFF_PREFIXES):
+            translation.activate(settings.LANGUAGE_CODE)
+            request.LANGUAGE_CODE = translation.get_language()
+            return
+        super().process_request(request)
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        if request.path_info.startswith(STAFF_PREFIXES):
+            return response
+        return super().process_response(request, response)

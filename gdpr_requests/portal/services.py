@@ -73,6 +73,7 @@ def request_submit(
     distinct_ids: list[str] | tuple[str, ...] = (),
     disclosure_type: str = "",
     message: str = "",
+    language: str = "",
 ) -> Submission:
     """Take a request from the web form, or link it to the person's open request of the same kind.
 
@@ -92,6 +93,7 @@ def request_submit(
         distinct_ids=distinct_ids,
         disclosure_type=disclosure_type,
         message=message,
+        language=language,
         channel=Channel.WEB,
         actor=Actor.subject(),
     )

@@ -19,4 +19,6 @@ urlpatterns = [
     path("status/<str:token>/withdraw/", portal.withdraw, name="withdraw"),
     path("download/<str:token>/", portal.download, name="download"),
     path("download/<str:token>/code/", portal.download_code, name="download_code"),
+    # The language switcher: Django's set_language (a cookie); URLs carry no language prefix.
+    path("i18n/setlang/", portal.set_language, name="set_language"),
 ]

@@ -19,9 +19,13 @@ from django.http import FileResponse, HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils import dateformat
+from django.utils import translation
 from django.utils.cache import add_never_cache_headers
 from django.utils.decorators import decorator_from_middleware
+from django.utils.formats import date_format
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, ngettext, pgettext, pgettext_lazy
+from django.views import i18n
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
@@ -33,16 +37,23 @@ from gdpr_requests.portal.ratelimit import PublicRateLimited
 from gdpr_requests.requests import download_codes, exports, services, states, tokens
 
 PUBLIC_STATUS = {
-    states.UNVERIFIED: "Waiting for you to confirm your email address",
-    states.VERIFIED: "In review",
-    states.ON_HOLD: "In review",
-    states.APPROVED: "In progress",
-    states.PROCESSING: "In progress",
-    states.FAILED: "In progress",
-    states.COMPLETED: "Completed",
-    states.REJECTED: "Rejected",
-    states.CANCELLED: "Withdrawn",
-    states.EXPIRED: "Expired",
+    states.UNVERIFIED: gettext_lazy("Waiting for you to confirm your email address"),
+    states.VERIFIED: gettext_lazy("In review"),
+    states.ON_HOLD: gettext_lazy("In review"),
+    states.APPROVED: gettext_lazy("In progress"),
+    states.PROCESSING: gettext_lazy("In progress"),
+    states.FAILED: gettext_lazy("In progress"),
+    states.COMPLETED: gettext_lazy("Completed"),
+    states.REJECTED: gettext_lazy("Rejected"),
+    states.CANCELLED: gettext_lazy("Withdrawn"),
+    states.EXPIRED: gettext_lazy("Expired"),
+}
+# What a link in our emails is called on the page that says it does not work.
+LINK_NAMES = {
+    "link": pgettext_lazy("the ... in our email", "link"),
+    "confirmation link": pgettext_lazy("the ... in our email", "confirmation link"),
+    "status link": pgettext_lazy("the ... in our email", "status link"),
+    "download link": pgettext_lazy("the ... in our email", "download link"),
 }
 
 
@@ -98,7 +109,7 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
 
 
 def _link_problem(request: HttpRequest, reason: str, *, status: int, what: str = "link") -> HttpResponse:
-    context = {"reason": reason, "what": what, "form": ResendLinkForm()}
+    context = {"reason": reason, "what": LINK_NAMES[what], "form": ResendLinkForm()}
     return render(request, "portal/link_problem.html", context, status=status)
 
 
@@ -123,9 +134,10 @@ def request_form(request: HttpRequest) -> HttpResponse:
         if valid:
             if not form.is_bot:
                 try:
-                    portal_services.request_submit(**form.submission())
+                    # The emails about this request will be written in the language the form was shown in.
+                    portal_services.request_submit(**form.submission(), language=request.LANGUAGE_CODE)
                 except services.ServiceError as exc:
-                    form.add_error(None, str(exc))
+                    form.add_error(None, _in_page_language(str(exc)))
             if not form.errors:
                 # The same redirect whether the request is new, a duplicate, or a bot's.
                 return redirect("portal:request_sent")
@@ -197,15 +209,39 @@ class Step:
 
     @property
     def state_label(self) -> str:
-        return {"done": "Done", "current": "Now", "upcoming": "Next", "problem": "Closed"}[self.state]
+        return {
+            "done": pgettext("timeline step", "Done"),
+            "current": pgettext("timeline step", "Now"),
+            "upcoming": pgettext("timeline step", "Next"),
+            "problem": pgettext("timeline step", "Closed"),
+        }[self.state]
 
 
 def _day(value: date) -> str:
-    return dateformat.format(value, "j F Y")
+    return date_format(value, "DATE_FORMAT")
 
 
 def _kind_label(dsr: DataSubjectRequest) -> str:
-    return "a copy of your data" if dsr.kind == RequestKind.ACCESS else "deletion of your data"
+    if dsr.kind == RequestKind.ACCESS:
+        return pgettext("you asked for ...", "a copy of your data")
+    return pgettext("you asked for ...", "deletion of your data")
+
+
+def _in_page_language(reason: str) -> str:
+    """A reason the services wrote (in English, for staff as much as for subjects) as the page can show it."""
+    if translation.get_language().startswith("en"):
+        return reason
+    return _("We could not take your request as it was entered. Check the details and try again.")
+
+
+def _public_reason(reason: str, dsr: DataSubjectRequest) -> str:
+    """Why the subject cannot withdraw, in the page's language ("" when they can). The services write their
+    reasons in English, for staff as much as for subjects; in another language the subject gets their meaning."""
+    if not reason or translation.get_language().startswith("en"):
+        return reason
+    if not dsr.is_open:
+        return _("This request is closed, so there is nothing left to withdraw.")
+    return _("We have already started carrying out this request, so it can no longer be withdrawn.")
 
 
 def public_timeline(dsr: DataSubjectRequest) -> list[Step]:
@@ -220,52 +256,64 @@ def public_timeline(dsr: DataSubjectRequest) -> list[Step]:
     )
     status = dsr.status
     closed_early = status in {states.REJECTED, states.CANCELLED, states.EXPIRED}
-    steps = [Step("Request received", "done", dsr.received_at)]
+    steps = [Step(_("Request received"), "done", dsr.received_at)]
 
     if dsr.verified_at:
-        steps.append(Step("Email address confirmed", "done", dsr.verified_at))
+        steps.append(Step(_("Email address confirmed"), "done", dsr.verified_at))
     elif status == states.UNVERIFIED:
         steps.append(
-            Step("Confirm your email address", "current", None, "Open the link in the email we sent you to confirm.")
+            Step(
+                _("Confirm your email address"),
+                "current",
+                None,
+                _("Open the link in the email we sent you to confirm."),
+            )
         )
     in_review_done = dsr.approved_at is not None
     if in_review_done:
-        steps.append(Step("Reviewed by our privacy team", "done", dsr.approved_at))
+        steps.append(Step(_("Reviewed by our privacy team"), "done", dsr.approved_at))
     elif status in {states.VERIFIED, states.ON_HOLD}:
-        steps.append(Step("In review", "current", None, "Our privacy team is checking your request."))
+        steps.append(Step(_("In review"), "current", None, _("Our privacy team is checking your request.")))
     elif not closed_early:
-        steps.append(Step("In review", "upcoming", None, "Our privacy team checks your request."))
+        steps.append(Step(_("In review"), "upcoming", None, _("Our privacy team checks your request.")))
 
     started = times.get("request.start_processing")
     if status in {states.APPROVED, states.PROCESSING, states.FAILED}:
-        steps.append(Step("In progress", "current", started, "We are carrying out your request."))
+        steps.append(Step(_("In progress"), "current", started, _("We are carrying out your request.")))
     elif status == states.COMPLETED:
-        steps.append(Step("In progress", "done", started))
+        steps.append(Step(_("In progress"), "done", started))
     elif not closed_early:
-        steps.append(Step("In progress", "upcoming", None, "We carry out your request in our systems."))
+        steps.append(Step(_("In progress"), "upcoming", None, _("We carry out your request in our systems.")))
 
     if dsr.extended_at:
         steps.append(
             Step(
-                "Deadline extended",
+                _("Deadline extended"),
                 "done",
                 dsr.extended_at,
-                f"New date: {_day(dsr.due_at)}. Why: {dsr.extension_reason}",
+                _("New date: %(date)s. Why: %(reason)s") % {"date": _day(dsr.due_at), "reason": dsr.extension_reason},
             )
         )
 
     if status == states.COMPLETED:
-        steps.append(Step("Completed", "done", dsr.closed_at, ""))
+        steps.append(Step(_("Completed"), "done", dsr.closed_at, ""))
     elif status == states.REJECTED:
-        steps.append(Step("Rejected", "problem", dsr.closed_at, dsr.rejection_reason))
+        steps.append(Step(_("Rejected"), "problem", dsr.closed_at, dsr.rejection_reason))
     elif status == states.CANCELLED:
-        steps.append(Step("Withdrawn", "problem", dsr.closed_at, "This request was withdrawn and is closed."))
+        steps.append(Step(_("Withdrawn"), "problem", dsr.closed_at, _("This request was withdrawn and is closed.")))
     elif status == states.EXPIRED:
         steps.append(
-            Step("Expired", "problem", dsr.closed_at, "The email address was not confirmed in time, so we closed it.")
+            Step(
+                _("Expired"),
+                "problem",
+                dsr.closed_at,
+                _("The email address was not confirmed in time, so we closed it."),
+            )
         )
     else:
-        steps.append(Step("Completed", "upcoming", None, f"We will finish by {_day(dsr.due_at)}."))
+        steps.append(
+            Step(_("Completed"), "upcoming", None, _("We will finish by %(date)s.") % {"date": _day(dsr.due_at)})
+        )
     return steps
 
 
@@ -277,7 +325,7 @@ def _status_context(dsr: DataSubjectRequest, token: str) -> dict[str, Any]:
         "public_status": PUBLIC_STATUS.get(dsr.status, dsr.get_status_display()),
         "steps": public_timeline(dsr),
         "kind_label": _kind_label(dsr),
-        "withdraw_blocker": services.withdrawal_blocker(dsr),
+        "withdraw_blocker": _public_reason(services.withdrawal_blocker(dsr), dsr),
         "export": export if export is not None and export.is_available else None,
         "download_path": reverse("portal:download", args=[tokens.make_token(dsr, tokens.DOWNLOAD)])
         if export is not None and export.is_available
@@ -318,9 +366,9 @@ def withdraw(request: HttpRequest, token: str) -> HttpResponse:
         except (services.ServiceError, states.TransitionNotAllowed) as exc:
             dsr.refresh_from_db()
             error = (
-                str(exc)
+                _public_reason(str(exc), dsr)
                 if isinstance(exc, services.ServiceError)
-                else "Your request has moved on, so it can no longer be withdrawn here."
+                else _("Your request has moved on, so it can no longer be withdrawn here.")
             )
         else:
             return redirect(f"{reverse('portal:status', args=[token])}?withdrawn=1")
@@ -338,8 +386,8 @@ def _download_target(token: str) -> tuple[DataSubjectRequest, SubjectExport | No
 
 def _file_description(export: SubjectExport) -> str:
     if export.content_type == "application/json":
-        return "a JSON file"
-    return "a ZIP file of JSON files"
+        return _("a JSON file")
+    return _("a ZIP file of JSON files")
 
 
 def _code_minutes() -> int:
@@ -414,12 +462,17 @@ def download(request: HttpRequest, token: str) -> HttpResponse:
     if result != download_codes.CodeResult.OK:
         handle.close()
         message = {
-            download_codes.CodeResult.WRONG: "That code is not right. Check the latest email from us and try again.",
-            download_codes.CodeResult.LOCKED: "That code was entered wrongly too many times, so it no longer works. "
-            "Ask for a new code below.",
-            download_codes.CodeResult.EXPIRED: f"That code has expired (codes work for {_code_minutes()} minutes). "
-            "Ask for a new code below.",
-            download_codes.CodeResult.NO_CODE: "Ask for a code first: we send it to your email address.",
+            download_codes.CodeResult.WRONG: _("That code is not right. Check the latest email from us and try again."),
+            download_codes.CodeResult.LOCKED: _(
+                "That code was entered wrongly too many times, so it no longer works. Ask for a new code below."
+            ),
+            download_codes.CodeResult.EXPIRED: ngettext(
+                "That code has expired (codes work for %(minutes)d minute). Ask for a new code below.",
+                "That code has expired (codes work for %(minutes)d minutes). Ask for a new code below.",
+                _code_minutes(),
+            )
+            % {"minutes": _code_minutes()},
+            download_codes.CodeResult.NO_CODE: _("Ask for a code first: we send it to your email address."),
         }.get(result)
         if message is None:
             return _gone(request, dsr)
@@ -449,3 +502,15 @@ def download_code(request: HttpRequest, token: str) -> HttpResponse:
         return too_many(request, exc)
     portal_services.export_code_request(export=export)
     return redirect(f"{reverse('portal:download', args=[token])}?sent=1#code")
+
+
+@csrf_exempt
+@require_POST
+def set_language(request: HttpRequest) -> HttpResponse:
+    """Django's set_language: the language cookie, then back to ``next`` (a path on this site).
+
+    Without a CSRF token, on purpose: a forged post can only change the display language, and a token in the
+    switcher would put a per-visitor value in every public page (no shared caching, and pages that must read the
+    same for known and unknown addresses would differ). ``next`` may carry a signed link: never cached.
+    """
+    return _private(i18n.set_language(request))

@@ -98,6 +98,7 @@ def build_evidence_pack(*, reference: str, generated_by: str = "", now: datetime
             "regulation": request.regulation,
             "disclosure_type": request.disclosure_type,
             "channel": request.channel,
+            "language": request.language,  # the language of the subject's emails and pages
             "status": request.status,
             "email_hash_prefix": request.email_hash[:EMAIL_HASH_PREFIX_LENGTH],
             "distinct_id_count": len(request.distinct_ids or []),

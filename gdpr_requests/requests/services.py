@@ -17,7 +17,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from gdpr_requests.audit.chain import Actor, Entry, audit_record, audit_record_many
 from gdpr_requests.crypto import email_hash, normalise_email
@@ -38,6 +38,8 @@ MAX_DISTINCT_IDS = 50
 # Draws of a request reference before giving up (a collision is about one in a million at a million requests).
 REFERENCE_ATTEMPTS = 5
 MAX_DISTINCT_ID_LENGTH = 255
+# A request taken in without a language (staff entry, an import row without one) is answered in English.
+DEFAULT_SUBJECT_LANGUAGE = "en"
 
 # Hooks that other modules register so that the core stays free of their imports: called after commit with
 # the request's primary key. (The pipeline plans approved requests; the portal sends emails.)
@@ -98,6 +100,20 @@ def _local_date(moment: datetime) -> date:
     return timezone.localtime(moment).date()
 
 
+def subject_language(code: str) -> str:
+    """The language of settings.LANGUAGES for ``code`` ("de-AT" gives "de"); empty gives the default, "en".
+
+    Raises ServiceError for a language the public side is not written in.
+    """
+    if not code:
+        return DEFAULT_SUBJECT_LANGUAGE
+    try:
+        return translation.get_supported_language_variant(code.strip().lower())
+    except LookupError:
+        codes = ", ".join(code for code, _name in settings.LANGUAGES)
+        raise ServiceError(f"Unknown language {code!r}: use one of {codes}.") from None
+
+
 def prepare_request(
     *,
     kind: str,
@@ -110,6 +126,7 @@ def prepare_request(
     disclosure_type: str = "",
     message: str = "",
     verified_by_staff: str = "",
+    language: str = "",
     actor: Actor,
 ) -> DataSubjectRequest:
     """Check a request from any channel and build its row, unsaved and without a reference yet.
@@ -137,6 +154,7 @@ def prepare_request(
         disclosure_type = disclosure_type or DisclosureType.DATA
     else:
         disclosure_type = ""
+    language = subject_language(language)
     ids = clean_distinct_ids(distinct_ids)
     now = timezone.now()
     received_at = received_at or now
@@ -154,6 +172,7 @@ def prepare_request(
         distinct_ids=ids,
         status=states.VERIFIED if verified_by_staff else states.UNVERIFIED,
         channel=channel,
+        language=language,
         received_at=received_at,
         verified_at=now if verified_by_staff else None,
         identity_verification=verified_by_staff,
@@ -177,6 +196,7 @@ def request_create(
     disclosure_type: str = "",
     message: str = "",
     verified_by_staff: str = "",
+    language: str = "",
     actor: Actor,
 ) -> DataSubjectRequest:
     """Take in a request from any channel (checked as prepare_request says). ``projects``: every active one."""
@@ -191,6 +211,7 @@ def request_create(
         disclosure_type=disclosure_type,
         message=message,
         verified_by_staff=verified_by_staff,
+        language=language,
         actor=actor,
     )
     return request_create_many([dsr], actor=actor, projects=projects)[0]

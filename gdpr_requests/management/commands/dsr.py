@@ -42,7 +42,15 @@ from gdpr_requests.requests import services, states
 # What staff can do to a request; the other transitions belong to the system (processing, expiry).
 OPERATOR_ACTIONS = ("verify", "approve", "reject", "hold", "resume", "retry", "cancel")
 IMPORT_REQUIRED = ("kind", "regulation", "email")
-IMPORT_OPTIONAL = ("name", "distinct_ids", "projects", "received_at", "verified_by_staff", "disclosure_type")
+IMPORT_OPTIONAL = (
+    "name",
+    "distinct_ids",
+    "projects",
+    "received_at",
+    "verified_by_staff",
+    "disclosure_type",
+    "language",
+)
 IMPORT_HELP = """\
 Import requests from a UTF-8 CSV file with a header row (line 1).
 Required columns: kind (access|deletion), regulation (gdpr|ccpa), email.
@@ -50,7 +58,8 @@ Optional columns: name; distinct_ids (several separated by ';'); projects (proje
 default: every active project); received_at (YYYY-MM-DD: for a backlog, the deadline counts from it, default
 today); verified_by_staff (how identity was checked: the request then starts 'verified'; without it an imported
 request starts 'unverified', as the requester has not confirmed anything through us); disclosure_type (CCPA
-access: Data, Categories or Sources).
+access: Data, Categories or Sources); language (the subject's language for emails: en, de, fr, es, it, nl, pt
+or pl; default en).
 Valid rows are created; each invalid row is listed with its line number and reason, and the command exits 1.
 """
 
@@ -348,6 +357,7 @@ class Command(CliCommand):
                 received_at=received_at,
                 disclosure_type=row.get("disclosure_type", ""),
                 verified_by_staff=row.get("verified_by_staff", ""),
+                language=row.get("language") or "",
                 actor=actor,
             )
 
