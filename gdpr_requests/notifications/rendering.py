@@ -80,7 +80,7 @@ def event_base(event: str) -> str:
 def _context(request: DataSubjectRequest, event: str) -> dict | None:
     """What the template of ``event`` needs, or None when there is nothing to send any more."""
     unverified = request.status == states.UNVERIFIED
-    kind_label = str(KIND_IN_SENTENCE.get(request.kind, request.kind))
+    kind_label = str(KIND_IN_SENTENCE.get(RequestKind(request.kind), request.kind))
     due_day = localised_day(request.due_at)
     context = {
         "request": request,

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('gdpr_requests', '0008_sandbox_models_to_their_app'),
+        ('gdpr_requests', '0009_audit_chain_head_and_no_replace'),
     ]
 
     operations = [
