@@ -9,7 +9,12 @@ from importlib import import_module
 from django.apps import AppConfig
 
 # The packages that define Celery tasks (each in its ``tasks`` module; names pinned in gdpr_requests.tasking).
-TASK_PACKAGES = ("gdpr_requests.pipeline", "gdpr_requests.notifications", "gdpr_requests.requests")
+TASK_PACKAGES = (
+    "gdpr_requests.pipeline",
+    "gdpr_requests.notifications",
+    "gdpr_requests.requests",
+    "gdpr_requests.identity",
+)
 
 
 class GdprRequestsConfig(AppConfig):
@@ -30,9 +35,20 @@ class GdprRequestsConfig(AppConfig):
         services.register_transition_hook(pipeline_hooks.on_transition)
         services.register_withdrawal_blocker(request_withdrawal_blocker)
 
+        # Identity lookups: a request that becomes (or is created) verified is looked up by email in Mixpanel;
+        # approval waits for a running lookup; the request page shows the candidates.
+        from gdpr_requests.identity import admin as identity_admin
+        from gdpr_requests.identity import hooks as identity_hooks
+        from gdpr_requests.identity.services import approval_blocker as identity_approval_blocker
+
+        services.register_intake_hook(identity_hooks.after_intake)
+        services.register_transition_hook(identity_hooks.on_transition)
+        services.register_approval_blocker(identity_approval_blocker)
+
         from gdpr_requests.staff import register_models
 
         register_models()
+        identity_admin.register()
 
         for package in TASK_PACKAGES:
             import_module(f"{package}.tasks")

@@ -6,6 +6,15 @@ Business rules live in the services (``requests/services.py`` and each feature p
 from __future__ import annotations
 
 from gdpr_requests.models.audit import ActorType, AuditEvent
+from gdpr_requests.models.identity import (
+    CandidateState,
+    IdentityCandidate,
+    IdentityLookup,
+    LookupStatus,
+    ProjectLookupState,
+    QueryBudgetLock,
+    QueryBudgetUse,
+)
 from gdpr_requests.models.mixpanel_tasks import (
     ApiCall,
     MixpanelTask,
@@ -30,12 +39,19 @@ __all__ = [
     "ActorType",
     "ApiCall",
     "AuditEvent",
+    "CandidateState",
     "Channel",
     "CredentialStatus",
     "DataSubjectRequest",
     "DisclosureType",
+    "IdentityCandidate",
+    "IdentityLookup",
+    "LookupStatus",
     "MixpanelProject",
     "MixpanelTask",
+    "ProjectLookupState",
+    "QueryBudgetLock",
+    "QueryBudgetUse",
     "RateLimitSlot",
     "Regulation",
     "RequestKind",
