@@ -138,8 +138,9 @@ def test_admin_actions_accept_and_reject_through_the_services(found, staff_user)
         assert (event.actor_type, event.actor_id, event.payload["count"]) == ("staff", str(staff_user.pk), 1)
 
 
-def test_cli_lists_accepts_rejects_and_resolves_again(found, staff_user, engage: FakeEngage) -> None:
-    rows = run_json("identity", "candidates", found.reference, "--json")
+@pytest.mark.parametrize("command", ["dsr", "identity"])
+def test_cli_lists_accepts_rejects_and_resolves_again(command: str, found, staff_user, engage: FakeEngage) -> None:
+    rows = run_json(command, "candidates", found.reference, "--json")
     assert rows == [
         {
             "distinct_id": "user-9",
@@ -156,16 +157,16 @@ def test_cli_lists_accepts_rejects_and_resolves_again(found, staff_user, engage:
             "state": "pending",
         },
     ]
-    out, _ = run("identity", "accept-ids", found.reference, "--distinct-id", "user-9", "--by", staff_user.username)
+    out, _ = run(command, "accept-ids", found.reference, "--distinct-id", "user-9", "--by", staff_user.username)
     assert "accepted 1 candidate(s); it has 1 distinct id(s)" in out
-    out, _ = run("identity", "reject-ids", found.reference, "--distinct-id", "$device:abc", "--by", staff_user.username)
+    out, _ = run(command, "reject-ids", found.reference, "--distinct-id", "$device:abc", "--by", staff_user.username)
     assert "rejected 1 candidate(s)" in out
-    message, _ = refused("identity", "accept-ids", found.reference, "--all")
+    message, _ = refused(command, "accept-ids", found.reference, "--all")
     assert "no candidate awaiting review" in message
-    out, _ = run("identity", "resolve", found.reference)
+    out, _ = run(command, "resolve", found.reference)
     assert "1 lookup(s) queued" in out
     assert IdentityLookup.objects.get(request=found).status == LookupStatus.WAITING
-    text, _ = run("identity", "candidates", found.reference)
+    text, _ = run(command, "candidates", found.reference)
     assert "waiting to query Alpha" in text and "user-9" in text
 
 
