@@ -1,4 +1,4 @@
-"""The shared rate limiter of Mixpanel's Query API: per project and credential, at most MIXPANEL_QUERY_LIMIT
+"""The shared rate limiter of Mixpanel's Query API: per Mixpanel project, at most MIXPANEL_QUERY_LIMIT
 queries in any rolling MIXPANEL_QUERY_WINDOW_SECONDS and MIXPANEL_QUERY_CONCURRENCY at once, held across
 every worker process and host (docs/identity.md §1.5: "60 queries per hour and a maximum of 5 concurrent
 queries", scoped per project; every page is a query).
@@ -19,10 +19,10 @@ Two stores, chosen by settings.REDIS_URL:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -65,15 +65,28 @@ return 0
 """
 
 
+@dataclass(frozen=True)
+class Budget:
+    """How many queries a key may start per rolling window, and how many may run at once."""
+
+    limit: int
+    window_seconds: float
+    concurrency: int
+
+
+def budget() -> Budget:
+    """The Query API's budget from settings (docs/identity.md §1.5)."""
+    return Budget(limit=limit(), window_seconds=window_seconds(), concurrency=concurrency())
+
+
 class QueryLimiterUnavailable(Exception):
     """The store (Redis) did not answer: treat it as "no slot now" and try again later."""
 
 
-def key_for(*, project_id: int, credential: str) -> str:
-    """The limiter key of one project and Query API credential (a new credential is a new budget at Mixpanel's
-    end only if it is a new project, but a hash keeps the key stable and the credential out of it)."""
-    digest = hashlib.sha256(credential.encode()).hexdigest()[:16]
-    return f"{project_id}:{digest}"
+def key_for(*, mixpanel_project_id: str, residency: str) -> str:
+    """The limiter key of one Mixpanel project: Mixpanel scopes the budget per project (§1.5), so a new
+    credential, or a second MixpanelProject row naming the same project, shares it."""
+    return f"{(residency or 'us').lower()}:{mixpanel_project_id.strip()}"
 
 
 def limit() -> int:
@@ -94,11 +107,13 @@ def hold_seconds() -> float:
     return 2 * float(settings.MIXPANEL_HTTP_TIMEOUT_SECONDS) + HOLD_SLACK_SECONDS
 
 
-def acquire(key: str) -> tuple[str | None, float]:
+def acquire(key: str, *, within: Budget | None = None) -> tuple[str | None, float]:
     """Take a slot for ``key``: ``(token, 0.0)``, or ``(None, seconds to wait)`` when the window or the
-    concurrency budget is full. Raises QueryLimiterUnavailable when Redis does not answer."""
+    concurrency budget is full. ``within`` defaults to the settings' budget (the sandbox passes its own).
+    Raises QueryLimiterUnavailable when Redis does not answer."""
     token = uuid.uuid4().hex
-    wait = _acquire_redis(key, token) if settings.REDIS_URL else _acquire_db(key, token)
+    within = within or budget()
+    wait = _acquire_redis(key, token, within) if settings.REDIS_URL else _acquire_db(key, token, within)
     return (token, 0.0) if wait <= 0 else (None, wait)
 
 
@@ -123,21 +138,22 @@ def release(key: str, token: str, *, used: bool = True) -> None:
         logger.warning("mixpanel query limiter: could not release a slot (%s)", type(exc).__name__)
 
 
-def usage(key: str) -> tuple[int, int]:
+def usage(key: str, *, within: Budget | None = None) -> tuple[int, int]:
     """(queries in the current window, queries running now) for ``key``, for metrics and tests."""
+    window_s = (within or budget()).window_seconds
     if settings.REDIS_URL:
         import time
 
         now_ms = time.time() * 1000
         client = _redis()
-        window = client.zcount(REDIS_PREFIX + key + ":window", now_ms - window_seconds() * 1000, "+inf")
+        window = client.zcount(REDIS_PREFIX + key + ":window", now_ms - window_s * 1000, "+inf")
         running = client.zcount(REDIS_PREFIX + key + ":held", now_ms, "+inf")
         return int(window), int(running)
     from gdpr_requests.models import QueryBudgetUse
 
     now = timezone.now()
     uses = QueryBudgetUse.objects.filter(key=key)
-    in_window = uses.filter(started_at__gt=now - timedelta(seconds=window_seconds())).count()
+    in_window = uses.filter(started_at__gt=now - timedelta(seconds=window_s)).count()
     running = uses.filter(released_at__isnull=True, held_until__gt=now).count()
     return in_window, running
 
@@ -145,10 +161,10 @@ def usage(key: str) -> tuple[int, int]:
 # --- database store -----------------------------------------------------------------------------------
 
 
-def _acquire_db(key: str, token: str) -> float:
+def _acquire_db(key: str, token: str, within: Budget) -> float:
     from gdpr_requests.models import QueryBudgetLock, QueryBudgetUse
 
-    window = timedelta(seconds=window_seconds())
+    window = timedelta(seconds=within.window_seconds)
     for _attempt in range(3):
         with transaction.atomic():
             # The UPDATE first: it is what makes a second taker of this key wait for our commit.
@@ -167,12 +183,12 @@ def _acquire_db(key: str, token: str) -> float:
             starts = list(
                 uses.filter(started_at__gt=now - window)
                 .order_by("started_at")
-                .values_list("started_at", flat=True)[: limit()]
+                .values_list("started_at", flat=True)[: within.limit]
             )
-            if len(starts) >= limit():
+            if len(starts) >= within.limit:
                 QueryBudgetLock.objects.filter(key=key).update(waits=F("waits") + 1)
                 return max(0.001, (starts[0] + window - now).total_seconds())
-            if uses.filter(released_at__isnull=True, held_until__gt=now).count() >= concurrency():
+            if uses.filter(released_at__isnull=True, held_until__gt=now).count() >= within.concurrency:
                 QueryBudgetLock.objects.filter(key=key).update(waits=F("waits") + 1)
                 return BUSY_RETRY_SECONDS
             QueryBudgetUse.objects.create(
@@ -205,7 +221,7 @@ def _redis() -> Any:
     return client
 
 
-def _acquire_redis(key: str, token: str) -> float:
+def _acquire_redis(key: str, token: str, within: Budget) -> float:
     import redis
 
     def ms(seconds: float) -> int:
@@ -218,9 +234,9 @@ def _acquire_redis(key: str, token: str) -> float:
             REDIS_PREFIX + key + ":window",
             REDIS_PREFIX + key + ":held",
             token,
-            limit(),
-            ms(window_seconds()),
-            concurrency(),
+            within.limit,
+            ms(within.window_seconds),
+            within.concurrency,
             ms(hold_seconds()),
             ms(BUSY_RETRY_SECONDS),
         )

@@ -106,7 +106,7 @@ def _dispatch_project(project_id: int) -> int:
     credentials = query_credentials(project)
     if credentials is None:
         return 0
-    key = query_limiter.key_for(project_id=project.pk, credential=credentials.username or credentials.secret)
+    key = query_limiter.key_for(mixpanel_project_id=project.mixpanel_project_id, residency=project.residency)
     started = 0
     for _ in range(MAX_BATCHES_PER_TICK):
         lookup_ids = _next_batch(project_id)
@@ -177,7 +177,7 @@ def lookup_batch_run(*, project_id: int, token: str) -> BatchResult:
     credentials = query_credentials(project) if project is not None else None
     key = ""
     if credentials is not None:
-        key = query_limiter.key_for(project_id=project_id, credential=credentials.username or credentials.secret)
+        key = query_limiter.key_for(mixpanel_project_id=project.mixpanel_project_id, residency=project.residency)
     if not lookups or project is None or credentials is None:
         if key:
             query_limiter.release(key, token, used=False)

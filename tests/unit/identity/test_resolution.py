@@ -84,7 +84,7 @@ def test_extra_pages_are_queries_and_count_against_the_budget(
     drive(clock, django_capture_on_commit_callbacks)
     assert [q.page for q in engage.queries] == [0, 1, 2]
     assert IdentityCandidate.objects.filter(request=dsr).count() == 5
-    key = query_limiter.key_for(project_id=project.pk, credential="sa.user")
+    key = query_limiter.key_for(mixpanel_project_id="101", residency="us")
     assert query_limiter.usage(key) == (3, 0)
 
 
