@@ -6,12 +6,15 @@ queries", scoped per project; every page is a query).
 The design is the GDPR limiter's (gdpr_requests/mixpanel/ratelimit.py) with a window instead of an interval:
 ``acquire(key)`` never sleeps. It returns ``(token, 0.0)`` when the caller may query now, or ``(None, seconds)``
 to look again later, so a Celery task reschedules instead of blocking a worker. A taken slot counts against
-the window from the moment it was taken, and against concurrency until ``release(key, token)`` or, should the
-caller die, ``hold_seconds()`` later. A slot taken but never used for a query (nothing left to ask) is given
+concurrency until ``release(key, token)`` or, should the caller die, ``hold_seconds()`` later; against the
+window it counts from when it was taken and, once released, from when its query ended. Mixpanel counts queries
+as they arrive, a little after the slot was taken: counted from the taking, a query that waited longer before
+being sent than a later one let 61 arrive within one hour (the benchmark saw it). Counted from the end, the
+61st can start only a full window after the oldest was answered, so after it arrived too. A slot taken but never used for a query (nothing left to ask) is given
 back with ``release(..., used=False)`` and stops counting against the window too.
 
 Two stores, chosen by settings.REDIS_URL:
-- Redis: two sorted sets per key (the window's starts, the holds' ends) changed by one Lua script, atomic and
+- Redis: two sorted sets per key (the window's entries, the holds' ends) changed by Lua scripts, atomic and
   on Redis's own clock;
 - the database otherwise: a QueryBudgetUse row per query; a taker first UPDATEs the key's QueryBudgetLock row,
   which serialises takers of one key (a row lock on PostgreSQL, the write lock on SQLite) before it counts.
@@ -79,6 +82,21 @@ def budget() -> Budget:
     return Budget(limit=limit(), window_seconds=window_seconds(), concurrency=concurrency())
 
 
+# KEYS as above; ARGV[1] the token, ARGV[2] 1 when the query was sent. A sent query's window entry moves to
+# now (its end) if it is still there; an unsent one leaves the window.
+_RELEASE_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREM', KEYS[2], ARGV[1])
+if ARGV[2] == '1' then
+  redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
+else
+  redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 1
+"""
+
+
 class QueryLimiterUnavailable(Exception):
     """The store (Redis) did not answer: treat it as "no slot now" and try again later."""
 
@@ -122,16 +140,16 @@ def release(key: str, token: str, *, used: bool = True) -> None:
     counting against the window too). Idempotent; never raises: a hold runs out on its own."""
     try:
         if settings.REDIS_URL:
-            client = _redis()
-            client.zrem(REDIS_PREFIX + key + ":held", token)
-            if not used:
-                client.zrem(REDIS_PREFIX + key + ":window", token)
+            _redis().eval(
+                _RELEASE_SCRIPT, 2, REDIS_PREFIX + key + ":window", REDIS_PREFIX + key + ":held", token, int(used)
+            )
         else:
             from gdpr_requests.models import QueryBudgetUse
 
             uses = QueryBudgetUse.objects.filter(key=key, token=token)
             if used:
-                uses.filter(released_at__isnull=True).update(released_at=timezone.now())
+                now = timezone.now()
+                uses.filter(released_at__isnull=True).update(released_at=now, counts_from=now)
             else:
                 uses.delete()
     except Exception as exc:  # a store hiccup: the hold frees when it runs out
@@ -153,7 +171,7 @@ def usage(key: str, *, within: Budget | None = None) -> tuple[int, int]:
 
     now = timezone.now()
     uses = QueryBudgetUse.objects.filter(key=key)
-    in_window = uses.filter(started_at__gt=now - timedelta(seconds=window_s)).count()
+    in_window = uses.filter(counts_from__gt=now - timedelta(seconds=window_s)).count()
     running = uses.filter(released_at__isnull=True, held_until__gt=now).count()
     return in_window, running
 
@@ -177,13 +195,13 @@ def _acquire_db(key: str, token: str, within: Budget) -> float:
             now = timezone.now()
             uses = QueryBudgetUse.objects.filter(key=key)
             # Rows nobody counts any more: out of the window and no longer held.
-            uses.filter(started_at__lte=now - window).filter(
+            uses.filter(counts_from__lte=now - window).filter(
                 Q(released_at__isnull=False) | Q(held_until__lte=now)
             ).delete()
             starts = list(
-                uses.filter(started_at__gt=now - window)
-                .order_by("started_at")
-                .values_list("started_at", flat=True)[: within.limit]
+                uses.filter(counts_from__gt=now - window)
+                .order_by("counts_from")
+                .values_list("counts_from", flat=True)[: within.limit]
             )
             if len(starts) >= within.limit:
                 QueryBudgetLock.objects.filter(key=key).update(waits=F("waits") + 1)
@@ -192,7 +210,7 @@ def _acquire_db(key: str, token: str, within: Budget) -> float:
                 QueryBudgetLock.objects.filter(key=key).update(waits=F("waits") + 1)
                 return BUSY_RETRY_SECONDS
             QueryBudgetUse.objects.create(
-                key=key, token=token, started_at=now, held_until=now + timedelta(seconds=hold_seconds())
+                key=key, token=token, counts_from=now, held_until=now + timedelta(seconds=hold_seconds())
             )
             return 0.0
     return BUSY_RETRY_SECONDS

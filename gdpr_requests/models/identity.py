@@ -108,17 +108,19 @@ class QueryBudgetLock(models.Model):
 
 
 class QueryBudgetUse(models.Model):
-    """One query taken against a key's budget: it counts for the window from ``started_at`` and for
-    concurrency until ``released_at`` (or ``held_until``, should its caller die)."""
+    """One query taken against a key's budget. It counts for the window from ``counts_from``: when it was taken,
+    moved to when it ended once released (so the window holds at Mixpanel's end, whatever the delays between
+    taking a slot, arriving there and hearing back); and for concurrency until ``released_at`` (or
+    ``held_until``, should its caller die)."""
 
     key = models.CharField(max_length=64)
     token = models.CharField(max_length=32, unique=True)
-    started_at = models.DateTimeField()
+    counts_from = models.DateTimeField()
     held_until = models.DateTimeField()
     released_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["key", "started_at"], name="query_budget_key_idx")]
+        indexes = [models.Index(fields=["key", "counts_from"], name="query_budget_key_idx")]
 
     def __str__(self) -> str:
-        return f"{self.key} {self.started_at:%H:%M:%S}"
+        return f"{self.key} {self.counts_from:%H:%M:%S}"

@@ -108,3 +108,20 @@ def test_parallel_takers_never_exceed_the_window(store, settings, transactional_
     for thread in threads:
         thread.join()
     assert len(granted) == 6
+
+
+def test_a_released_query_counts_from_its_end_so_the_window_holds_at_mixpanels_end(store) -> None:
+    if store == "redis":
+        pytest.skip("Redis keeps its own clock")
+    key = _key()
+    with time_machine.travel(START, tick=False) as clock:
+        tokens = [query_limiter.acquire(key)[0] for _ in range(3)]
+        clock.shift(10)  # the first query's answer took 10 s
+        query_limiter.release(key, tokens[0])
+        query_limiter.release(key, tokens[1])
+        query_limiter.release(key, tokens[2])
+        for _ in range(3):
+            query_limiter.release(key, query_limiter.acquire(key)[0])
+        clock.shift(55)  # 65 s after the first was taken, 55 s after it was answered
+        token, wait = query_limiter.acquire(key)
+        assert token is None and wait == pytest.approx(5.0)
