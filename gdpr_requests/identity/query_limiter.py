@@ -83,14 +83,14 @@ def budget() -> Budget:
 
 
 # KEYS as above; ARGV[1] the token, ARGV[2] 1 when the query was sent. A sent query's window entry moves to
-# now (its end) if it is still there; an unsent one leaves the window.
+# now (its end) if it is still there; an unsent one leaves the window, unless it was released as sent before.
 _RELEASE_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREM', KEYS[2], ARGV[1])
+local held = redis.call('ZREM', KEYS[2], ARGV[1])
 if ARGV[2] == '1' then
   redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
-else
+elseif held == 1 then
   redis.call('ZREM', KEYS[1], ARGV[1])
 end
 return 1
@@ -150,10 +150,24 @@ def release(key: str, token: str, *, used: bool = True) -> None:
             if used:
                 now = timezone.now()
                 uses.filter(released_at__isnull=True).update(released_at=now, counts_from=now)
-            else:
-                uses.delete()
+            else:  # a slot released as used before (a redelivered task) keeps counting
+                uses.filter(released_at__isnull=True).delete()
     except Exception as exc:  # a store hiccup: the hold frees when it runs out
         logger.warning("mixpanel query limiter: could not release a slot (%s)", type(exc).__name__)
+
+
+def is_held(key: str, token: str) -> bool:
+    """Whether ``token``'s slot is still taken (not released, its hold not run out)."""
+    if settings.REDIS_URL:
+        import time
+
+        score = _redis().zscore(REDIS_PREFIX + key + ":held", token)
+        return score is not None and score > time.time() * 1000
+    from gdpr_requests.models import QueryBudgetUse
+
+    return QueryBudgetUse.objects.filter(
+        key=key, token=token, released_at__isnull=True, held_until__gt=timezone.now()
+    ).exists()
 
 
 def usage(key: str, *, within: Budget | None = None) -> tuple[int, int]:

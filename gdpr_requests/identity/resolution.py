@@ -52,6 +52,8 @@ MAX_ATTEMPTS = 8
 MAX_BATCHES_PER_TICK = 20
 EVIDENCE_PROPERTIES = ("$last_seen", "$name", "$first_name", "$last_name")
 SYSTEM = Actor.system("identity lookup")
+# Request statuses whose email is looked up (their distinct ids can still change).
+_LOOKED_UP = (states.VERIFIED, states.ON_HOLD)
 
 
 class _NoSlot(Exception):
@@ -88,6 +90,7 @@ def lookups_dispatch() -> int:
         status=LookupStatus.WAITING, claim_token="", claimed_until=None
     )
     candidates_purge()
+    _skip_moved_on(now)
     project_ids = (
         IdentityLookup.objects.filter(status=LookupStatus.WAITING, not_before__lte=now)
         .filter(project__lookup_paused_at__isnull=True, project__is_active=True)
@@ -99,6 +102,19 @@ def lookups_dispatch() -> int:
     for project_id in sorted(set(project_ids)):
         started += _dispatch_project(project_id)
     return started
+
+
+def _skip_moved_on(now: Any) -> None:
+    """Lookups of requests approved, closed or withdrawn before their turn: their ids can no longer change."""
+    with transaction.atomic():
+        moved = IdentityLookup.objects.filter(status=LookupStatus.WAITING).exclude(request__status__in=_LOOKED_UP)
+        skipped = moved.update(
+            status=LookupStatus.FAILED,
+            finished_at=now,
+            error="not looked up: the request left 'verified' before its lookup ran",
+        )
+        if skipped:
+            audit_record(action="identity.lookups_skipped", actor=SYSTEM, payload={"count": skipped})
 
 
 def _dispatch_project(project_id: int) -> int:
@@ -184,13 +200,23 @@ def lookup_batch_run(*, project_id: int, token: str) -> BatchResult:
         if lookups:
             _fail(lookups, token, "lookup failed: the project has no Query API credentials")
         return BatchResult("gone")
+    slot = token
+    if not query_limiter.is_held(key, token):
+        # The message waited longer than the slot's hold (a busy queue) or was redelivered: take a new slot.
+        try:
+            slot, wait = query_limiter.acquire(key)
+        except query_limiter.QueryLimiterUnavailable:
+            slot, wait = None, 5.0
+        if slot is None:
+            _wait_again(lookups, token, delay=wait, why="waiting for the hour's query budget")
+            return BatchResult("waiting", lookups=len(lookups))
     by_value: dict[str, list[IdentityLookup]] = {}
     for lookup in lookups:
         for value in variants(lookup.request.requester_email):
             by_value.setdefault(value, []).append(lookup)
     properties = list(project.identity_properties or ["$email"])
     where = query_client.where_any(properties=properties, values=list(by_value))
-    tokens = [token]
+    tokens = [slot]
 
     def before_page(_page: int) -> None:
         try:

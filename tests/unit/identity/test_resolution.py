@@ -159,3 +159,74 @@ def test_server_errors_retry_and_a_malformed_answer_fails_the_lookup_visibly(
     assert lookup.status == LookupStatus.FAILED
     assert lookup_summary(lookup).startswith("lookup failed: profile query answer is malformed")
     assert AuditEvent.objects.filter(action="identity.lookup_failed", request_reference=dsr.reference).exists()
+
+
+def test_a_redelivered_batch_asks_nothing_again_and_its_query_keeps_counting(
+    identity_settings, engage: FakeEngage, clock, django_capture_on_commit_callbacks
+) -> None:
+    from gdpr_requests.identity import query_limiter, resolution
+
+    project = make_project("Alpha", "101")
+    make_verified(["one@example.org"], projects=[project])
+    sent: list[tuple[int, str]] = []
+    resolution_send = resolution._send
+    resolution._send = lambda project_id, token: sent.append((project_id, token))
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            resolution.lookups_dispatch()
+    finally:
+        resolution._send = resolution_send
+    ((project_id, token),) = sent
+    assert resolution.lookup_batch_run(project_id=project_id, token=token).outcome == "done"
+    assert resolution.lookup_batch_run(project_id=project_id, token=token).outcome == "gone"
+    key = query_limiter.key_for(mixpanel_project_id="101", residency="us")
+    assert engage.count("101") == 1 and query_limiter.usage(key) == (1, 0)
+
+
+def test_a_batch_whose_slot_ran_out_in_the_queue_takes_a_new_one_or_waits(
+    identity_settings, engage: FakeEngage, clock, django_capture_on_commit_callbacks
+) -> None:
+    from gdpr_requests.identity import query_limiter, resolution
+
+    identity_settings.MIXPANEL_QUERY_LIMIT = 1
+    project = make_project("Alpha", "101")
+    (dsr,) = make_verified(["one@example.org"], projects=[project])
+    sent: list[tuple[int, str]] = []
+    resolution_send = resolution._send
+    resolution._send = lambda project_id, token: sent.append((project_id, token))
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            resolution.lookups_dispatch()
+    finally:
+        resolution._send = resolution_send
+    ((project_id, token),) = sent
+    clock.shift(query_limiter.hold_seconds() + 1)  # the message sat in a busy queue past its slot's hold
+    result = resolution.lookup_batch_run(project_id=project_id, token=token)
+    # The hour's one query is spent by the slot that ran out: the batch waits instead of asking a second time.
+    assert result.outcome == "waiting" and engage.count("101") == 0
+    assert IdentityLookup.objects.get(request=dsr).status == LookupStatus.WAITING
+
+
+def test_lookups_of_requests_that_moved_on_are_skipped_and_purged_requests_lose_their_candidates(
+    identity_settings, engage: FakeEngage, clock, django_capture_on_commit_callbacks, staff_actor
+) -> None:
+    from gdpr_requests.requests import services
+    from gdpr_requests.requests.retention import purge_due
+
+    project = make_project("Alpha", "101")
+    engage.profiles["101"].append(("u-1", {"$email": "found@example.org"}))
+    found, withdrawn = make_verified(["found@example.org", "gone@example.org"], projects=[project])
+    services.request_cancel(request=withdrawn, actor=staff_actor)
+    drive(clock, django_capture_on_commit_callbacks)
+    skipped = IdentityLookup.objects.get(request=withdrawn)
+    assert skipped.status == LookupStatus.FAILED and "left 'verified'" in skipped.error
+    assert all("gone@example.org" not in v for q in engage.queries for _p, v in q.clauses)
+    assert IdentityCandidate.objects.filter(request=found).count() == 1
+
+    services.request_cancel(request=found, actor=staff_actor)
+    clock.shift(timedelta(days=identity_settings.DSR_RETENTION_DAYS + 1))
+    assert found.reference in purge_due()
+    from gdpr_requests.identity import resolution
+
+    resolution.lookups_dispatch()
+    assert not IdentityCandidate.objects.filter(request=found).exists()
