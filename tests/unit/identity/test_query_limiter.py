@@ -58,16 +58,19 @@ def test_the_window_counts_released_queries_until_they_age_out_and_says_how_long
         assert query_limiter.acquire(key)[0] is not None
 
 
-def test_a_slot_never_used_is_given_back_to_the_window(store) -> None:
+def test_a_slot_never_used_is_given_back_to_the_window_but_a_used_one_is_not(store) -> None:
     key = _key()
-    tokens = []
-    for _ in range(6):
+    for _ in range(5):
         token, _ = query_limiter.acquire(key)
         query_limiter.release(key, token)
-        tokens.append(token)
+    unused, _ = query_limiter.acquire(key)
     assert query_limiter.acquire(key)[0] is None
-    query_limiter.release(key, tokens[-1], used=False)
-    assert query_limiter.acquire(key)[0] is not None
+    query_limiter.release(key, unused, used=False)
+    last, _ = query_limiter.acquire(key)
+    assert last is not None
+    query_limiter.release(key, last)
+    query_limiter.release(key, last, used=False)  # a redelivered task's second word does not undo the first
+    assert query_limiter.acquire(key)[0] is None
 
 
 def test_a_dead_callers_hold_runs_out(store, settings) -> None:
