@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -149,6 +150,74 @@ def project_set_query_access(
             },
         )
     return locked
+
+
+CHECK_ADDRESS = "credential-check@invalid.invalid"
+
+
+def project_check_query(*, project: MixpanelProject, actor: Actor) -> tuple[bool | None, str]:
+    """One harmless profile query (an address that cannot exist) to test the Query API credential.
+
+    Returns (True, ...) when Mixpanel answered (a paused project resumes), (False, ...) when it refused the
+    credential (lookups pause), (None, ...) when it says nothing about the credential (no credentials, the
+    hour's budget in use, Mixpanel busy). The query takes a slot of the shared limiter like any other.
+    """
+    from gdpr_requests.identity import query_limiter
+    from gdpr_requests.mixpanel import query_client
+
+    credentials = query_credentials(project)
+    if credentials is None:
+        return None, "no Query API credentials: profile lookups are off for this project"
+    key = query_limiter.key_for(mixpanel_project_id=project.mixpanel_project_id, residency=project.residency)
+    try:
+        slot, _wait = query_limiter.acquire(key)
+    except query_limiter.QueryLimiterUnavailable:
+        return None, "the query rate limiter (Redis) is not answering; try again shortly"
+    if slot is None:
+        return None, "the project's profile query budget is in use right now; try again later"
+    failure: query_client.QueryError | None = None
+    try:
+        query_client.query_page(
+            credentials=credentials,
+            where=query_client.where_any(properties=["$email"], values=[CHECK_ADDRESS]),
+            output_properties=["$email"],
+            timeout=float(settings.MIXPANEL_HTTP_TIMEOUT_SECONDS),
+        )
+    except query_client.QueryError as exc:
+        failure = exc
+    finally:
+        query_limiter.release(key, slot)
+    ok = None if failure is not None and failure.kind != query_client.CREDENTIAL else failure is None
+    with transaction.atomic():
+        resumed = False
+        if ok:
+            resumed = bool(
+                MixpanelProject.objects.filter(pk=project.pk, lookup_paused_at__isnull=False).update(
+                    lookup_paused_at=None, lookup_paused_reason=""
+                )
+            )
+        elif ok is False:
+            MixpanelProject.objects.filter(pk=project.pk, lookup_paused_at__isnull=True).update(
+                lookup_paused_at=timezone.now(),
+                lookup_paused_reason=f"Mixpanel refused the Query API credential (HTTP {failure.http_status})",
+            )
+        audit_record(
+            action="identity.query_checked",
+            actor=actor,
+            payload={
+                "project": project.name,
+                "project_pk": project.pk,
+                "ok": ok,
+                "http_status": failure.http_status if failure else 200,
+                "lookups_resumed": resumed,
+            },
+        )
+    if ok:
+        how = "the API secret (retired on 2027-03-03)" if credentials.uses_api_secret else "the service account"
+        return True, f"profile query answered with {how}" + ("; lookups resumed" if resumed else "")
+    if ok is False:
+        return False, f"profile query refused the credential (HTTP {failure.http_status}); lookups are paused"
+    return None, f"profile query said nothing about the credential ({failure})"
 
 
 # --- lookups -------------------------------------------------------------------------------------------

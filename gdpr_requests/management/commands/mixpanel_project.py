@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from gdpr_requests.crypto import DecryptionError
 from gdpr_requests.identity import cli as identity_cli
-from gdpr_requests.identity.services import project_set_query_access
+from gdpr_requests.identity.services import project_check_query, project_set_query_access
 from gdpr_requests.management.cli import (
     actor_for,
     get_project,
@@ -219,15 +219,25 @@ class Command(BaseCommand):
             result = project_check_credentials(project=project, actor=actor)
         except (ServiceError, DecryptionError) as exc:
             raise CommandError(str(exc)) from None
+        # Identity lookups: one harmless profile query with the Query API credential, reported beside.
+        query_ok, query_message = project_check_query(project=project, actor=actor)
         if options["json"]:
             write_json(
                 self.stdout,
-                {"name": project.name, "ok": result.ok, "message": result.message, "checked_at": timezone.now()},
+                {
+                    "name": project.name,
+                    "ok": result.ok,
+                    "message": result.message,
+                    "checked_at": timezone.now(),
+                    "profile_query": {"ok": query_ok, "message": query_message},
+                },
             )
         if not result.ok:
             raise CommandError(f"Credential check for {project.name!r} failed: {result.message}")
         if not options["json"]:
             self.stdout.write(f"OK: {project.name}: {result.message}")
+            verdict = "OK" if query_ok else "NOTE" if query_ok is None else "FAILED"
+            self.stdout.write(f"{verdict}: {project.name}: {query_message}")
 
     def _report(self, project: MixpanelProject, options: dict[str, Any], verb: str) -> None:
         if options["json"]:

@@ -224,3 +224,23 @@ def test_auto_accept_takes_a_lone_match_only(
     twin.refresh_from_db()
     assert solo.distinct_ids == ["solo-1"] and twin.distinct_ids == []
     assert set(IdentityCandidate.objects.filter(request=twin).values_list("state", flat=True)) == {"pending"}
+
+
+def test_the_credential_check_asks_one_harmless_profile_query_and_pauses_or_resumes(
+    identity_settings, engage: FakeEngage
+) -> None:
+    from gdpr_requests.identity.services import project_check_query
+
+    alpha = make_project("Alpha", "101")
+    engage.status_for["101"] = 403
+    ok, message = project_check_query(project=alpha, actor=Actor.system())
+    alpha.refresh_from_db()
+    assert ok is False and "HTTP 403" in message and alpha.lookup_paused_at is not None
+    engage.status_for["101"] = 503
+    assert project_check_query(project=alpha, actor=Actor.system())[0] is None
+    engage.status_for.clear()
+    ok, message = project_check_query(project=alpha, actor=Actor.system())
+    alpha.refresh_from_db()
+    assert ok is True and "lookups resumed" in message and alpha.lookup_paused_at is None
+    assert [q.clauses for q in engage.queries][-1] == [("$email", "credential-check@invalid.invalid")]
+    assert AuditEvent.objects.filter(action="identity.query_checked").count() == 3
