@@ -79,3 +79,25 @@ def test_an_email_only_request_resolves_end_to_end_against_the_sandbox(
         ("$device:5f0c9a7e-1d2b-4c8e-9f3a-2b7d6e1c4a90", ""),
         ("user-1001", "Jane Doe"),
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_demo_email_only_request_resolves_against_the_sandbox(
+    sandbox_settings, live_server, clock, django_capture_on_commit_callbacks
+) -> None:
+    import io
+
+    from django.core.management import call_command
+
+    from gdpr_requests.identity.demo import DEMO_EMAIL
+    from gdpr_requests.models import DataSubjectRequest
+
+    sandbox_settings.SITE_URL = live_server.url
+    out = io.StringIO()
+    call_command("demo_setup", stdout=out)
+    call_command("demo_setup", stdout=io.StringIO())  # idempotent
+    assert "Profile lookups" in out.getvalue()
+    drive(clock, django_capture_on_commit_callbacks)
+    jane = DataSubjectRequest.objects.get(requester_email=DEMO_EMAIL)
+    assert IdentityLookup.objects.get(request=jane).status == LookupStatus.DONE
+    assert IdentityCandidate.objects.filter(request=jane).count() == 2
