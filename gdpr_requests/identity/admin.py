@@ -4,7 +4,10 @@
   what it found in words ("no profile found for this email in PROJECT", "lookup failed: …"), and the candidates
   with the evidence Mixpanel gave (matched property, last seen, profile name);
 - "Mixpanel profile candidates": the review list, where "Accept" and "Reject" act on the selected candidates
-  through the services (audited). Only privacy staff see candidates: their ids are personal data.
+  through the services (audited). Only privacy staff see candidates: their ids are personal data;
+- "Profile lookup access": per project, the Query API's service account (its secret write-only), the profile
+  properties that hold an email and the auto-accept policy; superusers change them through
+  project_set_query_access, and "Check profile query" asks one harmless query.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -19,8 +23,21 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from gdpr_requests.audit.chain import Actor
-from gdpr_requests.identity.services import candidate_accept, candidate_reject, lookup_summary
-from gdpr_requests.models import CandidateState, DataSubjectRequest, IdentityCandidate, IdentityLookup
+from gdpr_requests.identity.services import (
+    candidate_accept,
+    candidate_reject,
+    credential_warning,
+    lookup_summary,
+    project_check_query,
+    project_set_query_access,
+)
+from gdpr_requests.models import (
+    CandidateState,
+    DataSubjectRequest,
+    IdentityCandidate,
+    IdentityLookup,
+    ProfileLookupAccess,
+)
 from gdpr_requests.requests.services import ServiceError
 
 WORK = "gdpr_requests.work_request"
@@ -163,11 +180,117 @@ class IdentityCandidateAdmin(admin.ModelAdmin):
         self._decide(request, queryset, accept=False)
 
 
+class QueryAccessForm(forms.ModelForm):
+    """The stored secret never reaches the page: its field renders empty and only changes when filled."""
+
+    secret_new = forms.CharField(
+        label="New service account secret",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+    )
+    properties_text = forms.CharField(
+        label="Email properties",
+        help_text="Profile properties that hold an email, comma-separated (e.g. $email, email).",
+    )
+
+    class Meta:
+        model = ProfileLookupAccess
+        fields = ["query_username", "auto_accept_single_match"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["properties_text"].initial = ", ".join(self.instance.identity_properties or ["$email"])
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        username = (cleaned.get("query_username") or "").strip()
+        has_secret = bool(cleaned.get("secret_new")) or bool(self.instance.query_secret)
+        if username and not has_secret:
+            self.add_error("secret_new", "A service account needs its secret.")
+        return cleaned
+
+    def service_values(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        return {
+            "username": (data.get("query_username") or "").strip(),
+            "secret": data.get("secret_new") or None,
+            "identity_properties": [p.strip() for p in data["properties_text"].split(",")],
+            "auto_accept_single_match": bool(data.get("auto_accept_single_match")),
+        }
+
+
+class ProfileLookupAccessAdmin(admin.ModelAdmin):
+    form = QueryAccessForm
+    list_display = ["name", "method", "properties", "auto_accept_single_match", "lookups"]
+    readonly_fields = ["name", "secret_state", "method", "lookups"]
+    actions = ["check_selected"]
+    fieldsets = [
+        (None, {"fields": ["name", "method", "lookups"]}),
+        ("Service account", {"fields": ["query_username", "secret_state", "secret_new"]}),
+        ("Lookups", {"fields": ["properties_text", "auto_accept_single_match"]}),
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # projects are added on their own page
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list[tuple[str | None, dict[str, Any]]]:
+        return self.fieldsets
+
+    @admin.display(description="service account secret")
+    def secret_state(self, obj: ProfileLookupAccess) -> str:
+        return "set" if obj.query_secret else "not set"
+
+    @admin.display(description="how lookups authenticate")
+    def method(self, obj: ProfileLookupAccess) -> str:
+        if obj.query_username and obj.query_secret:
+            return f"service account {obj.query_username}"
+        return credential_warning(obj)
+
+    @admin.display(description="email properties")
+    def properties(self, obj: ProfileLookupAccess) -> str:
+        return ", ".join(obj.identity_properties or ["$email"])
+
+    @admin.display(description="lookups")
+    def lookups(self, obj: ProfileLookupAccess) -> str:
+        return f"PAUSED: {obj.lookup_paused_reason}" if obj.lookup_paused_at else "running"
+
+    def save_model(self, request: HttpRequest, obj: Any, form: QueryAccessForm, change: bool) -> None:
+        # Through the service (validation, the pause lifted by a new credential, the audit event), never a raw save.
+        try:
+            project_set_query_access(project=obj, actor=Actor.staff(request.user), **form.service_values())
+        except ServiceError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+
+    @admin.action(description="Check profile query (one harmless query per project)")
+    def check_selected(self, request: HttpRequest, queryset: QuerySet[ProfileLookupAccess]) -> None:
+        if not self.has_change_permission(request):
+            return
+        for project in queryset.order_by("name"):
+            ok, message = project_check_query(project=project, actor=Actor.staff(request.user))
+            level = messages.SUCCESS if ok else messages.WARNING if ok is None else messages.ERROR
+            self.message_user(request, f"{project.name}: {message}", level)
+
+
 def register(site: admin.AdminSite | None = None) -> None:
-    """Register the candidates' admin and add the two inlines to the request admin (called from apps.py)."""
+    """Register the candidates' and the lookup access admins, and add the two inlines to the request admin
+    (called from apps.py)."""
     site = site or admin.site
-    if not site.is_registered(IdentityCandidate):
-        site.register(IdentityCandidate, IdentityCandidateAdmin)
+    for model, model_admin in (
+        (IdentityCandidate, IdentityCandidateAdmin),
+        (ProfileLookupAccess, ProfileLookupAccessAdmin),
+    ):
+        if not site.is_registered(model):
+            site.register(model, model_admin)
     request_admin = site._registry.get(DataSubjectRequest)
     if request_admin is not None:
         extra = [i for i in (IdentityLookupInline, IdentityCandidateInline) if i not in request_admin.inlines]

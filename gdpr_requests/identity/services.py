@@ -111,6 +111,8 @@ def project_set_query_access(
         if len(username) > 255 or any(ch.isspace() for ch in username):
             raise ServiceError("The service account username must be one word of at most 255 characters.")
         values["query_username"] = username
+        if not username and secret is None:  # no username: the service account is removed, secret and all
+            values["query_secret"] = ""
     if secret is not None:
         secret = secret.strip()
         if any(ch.isspace() for ch in secret):

@@ -5,6 +5,7 @@
   Its distinct id and profile name are personal data: the name is encrypted, and both go when the request's
   personal data is purged (identity/candidates.py candidates_purge);
 - ProjectLookupState: a project's backoff after 429s and server errors;
+- ProfileLookupAccess: a proxy of MixpanelProject for the admin page that sets its Query API access;
 - QueryBudgetUse, QueryBudgetLock: the database store of the Query API's rate limiter (identity/query_limiter.py).
 """
 
@@ -124,3 +125,12 @@ class QueryBudgetUse(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} {self.counts_from:%H:%M:%S}"
+
+
+class ProfileLookupAccess(MixpanelProject):
+    """A project seen as its Query API access (the admin's "Profile lookup access" page; no table of its own)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "profile lookup access"
+        verbose_name_plural = "profile lookup access"

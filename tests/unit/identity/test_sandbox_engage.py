@@ -91,7 +91,9 @@ def test_the_demo_email_only_request_resolves_against_the_sandbox(
 
     from gdpr_requests.identity.demo import DEMO_EMAIL
     from gdpr_requests.models import DataSubjectRequest
+    from tests.conftest import ensure_roles
 
+    ensure_roles()  # an earlier transactional test's flush removed the groups demo_setup expects
     sandbox_settings.SITE_URL = live_server.url
     out = io.StringIO()
     call_command("demo_setup", stdout=out)

@@ -244,3 +244,43 @@ def test_the_credential_check_asks_one_harmless_profile_query_and_pauses_or_resu
     assert ok is True and "lookups resumed" in message and alpha.lookup_paused_at is None
     assert [q.clauses for q in engage.queries][-1] == [("$email", "credential-check@invalid.invalid")]
     assert AuditEvent.objects.filter(action="identity.query_checked").count() == 3
+
+
+def test_superusers_set_lookup_access_in_the_admin_and_the_secret_never_shows(
+    identity_settings, django_user_model
+) -> None:
+    from gdpr_requests.models import MixpanelProject
+
+    alpha = make_project("Alpha", "101")
+    root = django_user_model.objects.create_superuser("root", "root@staff.example", "pw")
+    client = Client()
+    client.force_login(root)
+    url = reverse("admin:gdpr_requests_profilelookupaccess_change", args=[alpha.pk])
+    page = client.get(url).content.decode()
+    assert "secret-101" not in page and "service account sa.user" in page
+    response = client.post(
+        url,
+        {
+            "query_username": "sa.rotated",
+            "secret_new": "rotated-secret",
+            "properties_text": "$email, email",
+            "auto_accept_single_match": "on",
+        },
+        follow=True,
+    )
+    assert response.status_code == 200
+    alpha = MixpanelProject.objects.get(pk=alpha.pk)
+    assert (alpha.query_username, alpha.query_secret) == ("sa.rotated", "rotated-secret")
+    assert alpha.identity_properties == ["$email", "email"] and alpha.auto_accept_single_match
+    assert "rotated-secret" not in response.content.decode()
+    event = AuditEvent.objects.filter(action="project.query_access_changed").latest("sequence")
+    assert event.actor_type == "staff" and "rotated" not in json.dumps(event.payload)
+
+
+def test_privacy_staff_cannot_change_lookup_access(identity_settings, staff_user) -> None:
+    alpha = make_project("Alpha", "101")
+    client = Client()
+    client.force_login(staff_user)
+    url = reverse("admin:gdpr_requests_profilelookupaccess_change", args=[alpha.pk])
+    assert client.get(url).status_code == 403
+    assert client.post(url, {"query_username": "x", "secret_new": "y", "properties_text": "$email"}).status_code == 403
