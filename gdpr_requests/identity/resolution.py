@@ -32,7 +32,12 @@ from django.utils import timezone
 
 from gdpr_requests.audit.chain import Actor, Entry, audit_record, audit_record_many
 from gdpr_requests.identity import alerts, query_limiter
-from gdpr_requests.identity.services import candidate_accept, candidates_purge, query_credentials
+from gdpr_requests.identity.services import (
+    candidate_accept,
+    candidates_purge,
+    lookups_catch_up,
+    query_credentials,
+)
 from gdpr_requests.mixpanel import query_client
 from gdpr_requests.models import (
     IdentityCandidate,
@@ -90,6 +95,7 @@ def lookups_dispatch() -> int:
         status=LookupStatus.WAITING, claim_token="", claimed_until=None
     )
     candidates_purge()
+    lookups_catch_up()
     _skip_moved_on(now)
     project_ids = (
         IdentityLookup.objects.filter(status=LookupStatus.WAITING, not_before__lte=now)

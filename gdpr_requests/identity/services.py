@@ -20,7 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from gdpr_requests.audit.chain import Actor, Entry, audit_record, audit_record_many
@@ -269,6 +269,29 @@ def lookups_open(*, request_ids: Sequence[int], actor: Actor | None = None) -> i
         ]
     )
     return len(new)
+
+
+CATCH_UP_LIMIT = 1000
+
+
+def lookups_catch_up() -> int:
+    """Queue the lookups the hooks missed: verified requests with a queryable project and no lookup there (a
+    hook that failed after its commit, a project that got Query API credentials later). Returns how many."""
+    through = DataSubjectRequest.projects.through
+    has_lookup = IdentityLookup.objects.filter(
+        request_id=OuterRef("datasubjectrequest_id"), project_id=OuterRef("mixpanelproject_id")
+    )
+    missing = (
+        through.objects.filter(datasubjectrequest__status=states.VERIFIED, mixpanelproject__in=queryable_projects())
+        .exclude(Exists(has_lookup))
+        .values_list("datasubjectrequest_id", flat=True)
+        .distinct()[:CATCH_UP_LIMIT]
+    )
+    request_ids = list(missing)
+    if not request_ids:
+        return 0
+    with transaction.atomic():
+        return lookups_open(request_ids=request_ids)
 
 
 def request_resolve_now(*, request: DataSubjectRequest, actor: Actor) -> int:

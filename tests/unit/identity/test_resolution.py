@@ -230,3 +230,18 @@ def test_lookups_of_requests_that_moved_on_are_skipped_and_purged_requests_lose_
 
     resolution.lookups_dispatch()
     assert not IdentityCandidate.objects.filter(request=found).exists()
+
+
+def test_the_tick_catches_up_lookups_the_hooks_missed(
+    identity_settings, engage: FakeEngage, clock, django_capture_on_commit_callbacks
+) -> None:
+    from gdpr_requests.audit.chain import Actor
+    from gdpr_requests.identity.services import project_set_query_access
+
+    alpha = make_project("Alpha", "101")
+    project_set_query_access(project=alpha, actor=Actor.system(), username="")  # no credentials yet
+    (dsr,) = make_verified(["late@example.org"], projects=[alpha])
+    assert not IdentityLookup.objects.filter(request=dsr).exists()
+    project_set_query_access(project=alpha, actor=Actor.system(), username="sa.user", secret="s")
+    drive(clock, django_capture_on_commit_callbacks)
+    assert IdentityLookup.objects.get(request=dsr).status == LookupStatus.DONE and engage.count("101") == 1
