@@ -284,3 +284,17 @@ def test_privacy_staff_cannot_change_lookup_access(identity_settings, staff_user
     url = reverse("admin:gdpr_requests_profilelookupaccess_change", args=[alpha.pk])
     assert client.get(url).status_code == 403
     assert client.post(url, {"query_username": "x", "secret_new": "y", "properties_text": "$email"}).status_code == 403
+
+
+def test_the_evidence_says_how_ids_were_found_without_the_ids(found, staff_actor, staff_user) -> None:
+    from gdpr_requests.identity.selectors import evidence_for
+
+    candidate_accept(request=found, distinct_ids=["user-9"], actor=staff_actor)
+    candidate_reject(request=found, distinct_ids=["$device:abc"], actor=staff_actor)
+    (row,) = evidence_for(found)
+    assert row["project"] == "Alpha" and row["candidates"] == 2 and row["looked_up_at"] is not None
+    assert row["decisions"] == [
+        {"state": "accepted", "by": staff_user.username, "count": 1},
+        {"state": "rejected", "by": staff_user.username, "count": 1},
+    ]
+    assert "user-9" not in str(row) and "jane" not in str(row).lower()
