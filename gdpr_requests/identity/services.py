@@ -356,6 +356,15 @@ def approval_blocker(request: DataSubjectRequest) -> str:
         return f"a Mixpanel lookup of its email is still running in {', '.join(running)}"
     if IdentityCandidate.objects.filter(request_id=request.pk, state=CandidateState.PENDING).exists():
         return "profiles found for its email await review: accept or reject them"
+    paused = [lk.project.name for lk in lookups if lk.status in OPEN_LOOKUP and lk.project.lookup_paused_at]
+    if paused:
+        return (
+            f"lookups are paused in {', '.join(paused)} (Mixpanel refused the Query API credential); "
+            "enter distinct ids by hand or renew the credential"
+        )
+    failed = [lk.project.name for lk in lookups if lk.status == LookupStatus.FAILED]
+    if failed:
+        return f"the Mixpanel lookup failed in {', '.join(failed)}; enter distinct ids by hand or look up again"
     empty = [lk.project.name for lk in lookups if lk.status == LookupStatus.DONE and lk.candidate_count == 0]
     if empty and len(empty) == len(lookups):
         return f"no profile found for this email in {', '.join(empty)}; enter distinct ids by hand"

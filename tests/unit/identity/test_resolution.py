@@ -108,6 +108,10 @@ def test_a_401_pauses_only_its_project_alerts_staff_once_and_its_requests_keep_w
     assert set(IdentityLookup.objects.filter(project=alpha).values_list("status", flat=True)) == {LookupStatus.DONE}
     assert set(IdentityLookup.objects.filter(project=beta).values_list("status", flat=True)) == {LookupStatus.WAITING}
     assert len(mail.outbox) == 1 and "Beta" in mail.outbox[0].subject
+    from gdpr_requests.identity.services import approval_blocker
+
+    two = IdentityLookup.objects.get(project=beta, request__requester_email="two@example.org").request
+    assert approval_blocker(two).startswith("lookups are paused in Beta")
     assert AuditEvent.objects.filter(action="identity.lookups_paused").count() == 1
 
     # A new service account lifts the pause and the waiting requests are looked up.
@@ -158,6 +162,7 @@ def test_server_errors_retry_and_a_malformed_answer_fails_the_lookup_visibly(
     lookup = IdentityLookup.objects.get(request=dsr)
     assert lookup.status == LookupStatus.FAILED
     assert lookup_summary(lookup).startswith("lookup failed: profile query answer is malformed")
+    assert approval_blocker(dsr) == "the Mixpanel lookup failed in Alpha; enter distinct ids by hand or look up again"
     assert AuditEvent.objects.filter(action="identity.lookup_failed", request_reference=dsr.reference).exists()
 
 
