@@ -2,10 +2,11 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import gdpr_requests.crypto
-import gdpr_requests.models.projects
 from django.conf import settings
 from django.db import migrations, models
+
+import gdpr_requests.crypto
+import gdpr_requests.models.projects
 
 
 class Migration(migrations.Migration):
