@@ -460,3 +460,19 @@ if PRODUCTION and not DSR_REQUIRE_STAFF_OTP:
     raise ImproperlyConfigured("DSR_REQUIRE_STAFF_OTP must be on when DJANGO_ENV=production.")
 OTP_TOTP_ISSUER = f"{ORGANISATION_NAME} privacy requests"
 LOGGING["loggers"]["axes"] = {"level": "WARNING"}  # type: ignore[index]  # one INFO line per login otherwise; failures still show
+# --- Identity lookups: Mixpanel's Query API (gdpr_requests/identity; docs/identity.md §1.5) ---------------
+# Per project: at most MIXPANEL_QUERY_LIMIT queries in any rolling window, MIXPANEL_QUERY_CONCURRENCY at once.
+MIXPANEL_QUERY_LIMIT = env.int("MIXPANEL_QUERY_LIMIT", default=60)
+MIXPANEL_QUERY_WINDOW_SECONDS = env.float("MIXPANEL_QUERY_WINDOW_SECONDS", default=3600.0)
+MIXPANEL_QUERY_CONCURRENCY = env.int("MIXPANEL_QUERY_CONCURRENCY", default=5)
+# Emails per profile query (each asked as typed and lower-cased); the beat tick that coalesces waiting ones.
+MIXPANEL_RESOLVE_BATCH = env.int("MIXPANEL_RESOLVE_BATCH", default=25)
+MIXPANEL_RESOLVE_INTERVAL_SECONDS = env.float("MIXPANEL_RESOLVE_INTERVAL_SECONDS", default=10.0)
+# The sandbox's own query window (default: its 60/hour scaled like its task steps, one hour per 1200 steps).
+MIXPANEL_SANDBOX_QUERY_WINDOW_SECONDS = env.float(
+    "MIXPANEL_SANDBOX_QUERY_WINDOW_SECONDS", default=MIXPANEL_SANDBOX_STEP_SECONDS * 1200
+)
+CELERY_BEAT_SCHEDULE["resolve-identities"] = {
+    "task": "gdpr_requests.tasks.resolve_identities",
+    "schedule": MIXPANEL_RESOLVE_INTERVAL_SECONDS,
+}

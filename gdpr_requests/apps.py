@@ -9,7 +9,13 @@ from importlib import import_module
 from django.apps import AppConfig
 
 # The packages that define Celery tasks (each in its ``tasks`` module; names pinned in gdpr_requests.tasking).
-TASK_PACKAGES = ("gdpr_requests.pipeline", "gdpr_requests.notifications", "gdpr_requests.requests", "gdpr_requests.ops")
+TASK_PACKAGES = (
+    "gdpr_requests.pipeline",
+    "gdpr_requests.notifications",
+    "gdpr_requests.requests",
+    "gdpr_requests.ops",
+    "gdpr_requests.identity",
+)
 
 
 class GdprRequestsConfig(AppConfig):
@@ -18,10 +24,18 @@ class GdprRequestsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.contrib.auth.signals import user_login_failed
+        from django_otp.forms import otp_verification_failed
+
+        from gdpr_requests.identity import admin as identity_admin
+        from gdpr_requests.identity import hooks as identity_hooks
+        from gdpr_requests.identity.services import approval_blocker as identity_approval_blocker
         from gdpr_requests.notifications import hooks as notification_hooks
         from gdpr_requests.pipeline import hooks as pipeline_hooks
         from gdpr_requests.pipeline.cancel import request_withdrawal_blocker
         from gdpr_requests.requests import services
+        from gdpr_requests.staff import register_models
+        from gdpr_requests.staff.login_security import audit_failed_login, audit_failed_second_factor
 
         # Subjects hear about their request: a new unverified request asks them to confirm; transitions email them.
         services.register_intake_hook(notification_hooks.after_intake)
@@ -29,14 +43,16 @@ class GdprRequestsConfig(AppConfig):
         # Approval plans Mixpanel work, withdrawal cancels it, and a deletion Mixpanel has started cannot be withdrawn.
         services.register_transition_hook(pipeline_hooks.on_transition)
         services.register_withdrawal_blocker(request_withdrawal_blocker)
+        # Identity lookups: a request that becomes (or is created) verified is looked up by email in Mixpanel;
+        # approval waits for a running lookup; the request page shows the candidates.
+        services.register_intake_hook(identity_hooks.after_intake)
+        services.register_transition_hook(identity_hooks.on_transition)
+        services.register_approval_blocker(identity_approval_blocker)
 
-        from django.contrib.auth.signals import user_login_failed
-        from django_otp.forms import otp_verification_failed
-
-        from gdpr_requests.staff import register_models
-        from gdpr_requests.staff.login_security import audit_failed_login, audit_failed_second_factor
-
+        # The staff workspace's model admins, on the admin site that exists by now.
         register_models()
+        identity_admin.register()
+
         # Every failed staff login (django-axes' lockouts included) goes into the audit trail. Receivers run in
         # the order they were connected, and django-axes' (which flags request.axes_locked_out) must run first.
         import axes.signals  # noqa: F401

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
+from mixpanel_sandbox import engage
 from mixpanel_sandbox import views as sandbox
 
 app_name = "mixpanel_sandbox"
@@ -20,4 +21,6 @@ urlpatterns = [
     re_path(r"^api/app/data-deletions/v3\.0/?$", sandbox.deletions_collection, name="deletions"),
     re_path(r"^api/app/data-deletions/v3\.0/(?P<tracking_id>[^/]+)/?$", sandbox.deletion_task, name="deletion"),
     path("download/<str:signed>", sandbox.download, name="download"),
+    # The Query API's profile query, beside the GDPR API as on Mixpanel's hosts (mixpanel_sandbox/engage.py).
+    re_path(r"^api/query/engage/?$", engage.engage, name="engage"),
 ]

@@ -6,6 +6,16 @@ Business rules live in the services (``requests/services.py`` and each feature p
 from __future__ import annotations
 
 from gdpr_requests.models.audit import ActorType, AuditChainHead, AuditEvent
+from gdpr_requests.models.identity import (
+    CandidateState,
+    IdentityCandidate,
+    IdentityLookup,
+    LookupStatus,
+    ProfileLookupAccess,
+    ProjectLookupState,
+    QueryBudgetLock,
+    QueryBudgetUse,
+)
 from gdpr_requests.models.mixpanel_tasks import (
     ApiCall,
     MixpanelTask,
@@ -31,12 +41,20 @@ __all__ = [
     "ApiCall",
     "AuditChainHead",
     "AuditEvent",
+    "CandidateState",
     "Channel",
     "CredentialStatus",
     "DataSubjectRequest",
     "DisclosureType",
+    "IdentityCandidate",
+    "IdentityLookup",
+    "LookupStatus",
     "MixpanelProject",
     "MixpanelTask",
+    "ProfileLookupAccess",
+    "ProjectLookupState",
+    "QueryBudgetLock",
+    "QueryBudgetUse",
     "RateLimitSlot",
     "Regulation",
     "RequestKind",

@@ -21,6 +21,11 @@ class CredentialStatus(models.TextChoices):
     FAILING = "failing", "Failing"
 
 
+def default_identity_properties() -> list[str]:
+    """The profile properties that hold an email, unless a project names others (docs/identity.md §1.10)."""
+    return ["$email"]
+
+
 class MixpanelProject(models.Model):
     name = models.CharField(max_length=100, unique=True)
     mixpanel_project_id = models.CharField("Mixpanel project id", max_length=32)
@@ -44,6 +49,14 @@ class MixpanelProject(models.Model):
     credential_error = models.CharField(max_length=300, blank=True)
     # Days-before-expiry for which a warning was already sent for the current token, e.g. [30, 7].
     expiry_warnings_sent = models.JSONField(default=list, blank=True)
+    # Identity lookups (gdpr_requests/identity): the Query API's service account, where emails live on profiles,
+    # whether a lone match is accepted without review, and why lookups are paused (a refused credential).
+    query_username = models.CharField("service account username", max_length=255, blank=True)
+    query_secret = EncryptedTextField("service account secret", blank=True, help_text="Encrypted at rest.")
+    identity_properties = models.JSONField(default=default_identity_properties, blank=True)
+    auto_accept_single_match = models.BooleanField(default=False)
+    lookup_paused_at = models.DateTimeField(null=True, blank=True)
+    lookup_paused_reason = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -374,6 +374,20 @@ def request_record_identity(*, request: DataSubjectRequest, how: str, actor: Act
     )
 
 
+_approval_blockers: list[Callable[[DataSubjectRequest], str]] = []
+
+
+def register_approval_blocker(blocker: Callable[[DataSubjectRequest], str]) -> None:
+    """``blocker(request)`` says why the request cannot be approved yet ("" when it can). Connected in
+    AppConfig.ready() (identity lookups: a lookup of the email is still running)."""
+    if blocker not in _approval_blockers:
+        _approval_blockers.append(blocker)
+
+
+def _registered_approval_blockers(request: DataSubjectRequest) -> list[str]:
+    return [reason for reason in (blocker(request) for blocker in list(_approval_blockers)) if reason]
+
+
 def approval_blockers(request: DataSubjectRequest) -> list[str]:
     """Why the request cannot be approved now (empty when it can)."""
     reasons = []
@@ -381,6 +395,7 @@ def approval_blockers(request: DataSubjectRequest) -> list[str]:
         reasons.append(f"it is {request.get_status_display().lower()}, not verified")
     if not request.distinct_ids:
         reasons.append("it has no Mixpanel distinct id yet")
+    reasons.extend(_registered_approval_blockers(request))
     return reasons
 
 
@@ -388,6 +403,9 @@ def request_approve(*, request: DataSubjectRequest, actor: Actor) -> DataSubject
     """verified → approved; the pipeline then plans its Mixpanel tasks."""
 
     def check(current: DataSubjectRequest) -> None:
+        registered = _registered_approval_blockers(current)
+        if registered:
+            raise ServiceError(f"Request {current.reference} cannot be approved yet: {'; '.join(registered)}.")
         if not current.distinct_ids:
             raise ServiceError(f"Request {current.reference} has no Mixpanel distinct id: add one before approving.")
 

@@ -17,6 +17,7 @@ from django.core.management.base import BaseCommand
 from django.utils import timezone
 
 from gdpr_requests.audit.chain import Actor
+from gdpr_requests.identity.demo import demo_identity_setup
 from gdpr_requests.models import Channel, DataSubjectRequest, MixpanelProject, Residency
 from gdpr_requests.projects.services import project_update
 from gdpr_requests.requests import services
@@ -95,4 +96,6 @@ class Command(BaseCommand):
                 actor=actor,
                 received_at=timezone.now() - timedelta(days=20),
             )
+        if settings.MIXPANEL_SANDBOX_ENABLED:  # identity lookups: an email-only request resolves against the sandbox
+            self.stdout.write(demo_identity_setup(project=project))
         self.stdout.write(f"Open {settings.SITE_URL}/admin/ (portal at {settings.SITE_URL}/).")

@@ -19,6 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from gdpr_requests.audit.chain import Actor
+from gdpr_requests.identity import cli as identity_cli
 from gdpr_requests.management.cli import (
     CliCommand,
     actor_for,
@@ -217,6 +218,8 @@ class Command(CliCommand):
 
         purge = add("purge", "Remove personal data of closed requests past the retention period.", by=False, ref=False)
         purge.add_argument("--dry-run", action="store_true", help="Only show which requests would be purged.")
+
+        identity_cli.add_subcommands(add)  # resolve, candidates, accept-ids, reject-ids (gdpr_requests/identity)
 
     def handle(self, *args: Any, **options: Any) -> None:
         name = options["subcommand"].replace("-", "_")
@@ -509,3 +512,9 @@ class Command(CliCommand):
         self.stdout.write(f"{verb} personal data of {len(references)} request(s)" + (":" if references else "."))
         for reference in references:
             self.stdout.write(f"  {reference}")
+
+    # --- identity lookups in Mixpanel (gdpr_requests/identity/cli.py) ---------------------------------------
+    def do_resolve(self, options: dict[str, Any]) -> None:
+        identity_cli.run(self, options)
+
+    do_candidates = do_accept_ids = do_reject_ids = do_resolve

@@ -13,6 +13,8 @@ from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.utils import timezone
 
 from gdpr_requests.crypto import DecryptionError
+from gdpr_requests.identity import cli as identity_cli
+from gdpr_requests.identity.services import project_check_query, project_set_query_access
 from gdpr_requests.management.cli import (
     CliCommand,
     actor_for,
@@ -95,6 +97,7 @@ class Command(CliCommand):
         active.add_argument("--deactivate", dest="is_active", action="store_false")
         update.add_argument("--by", metavar="USERNAME", help="Record the change as made by this staff user.")
         update.add_argument("--json", action="store_true")
+        identity_cli.add_query_access_options(update)  # profile lookups (gdpr_requests/identity)
 
         listing = sub.add_parser("list", help="Projects with token expiry and credential status (no secrets).")
         listing.add_argument("--json", action="store_true")
@@ -153,15 +156,21 @@ class Command(CliCommand):
         ):
             if options[option] is not None:
                 changes[field] = options[option]
-        if not changes:
+        query_access = identity_cli.query_access_changes(options)
+        if not changes and not query_access:
             raise CommandError("Nothing to change: give at least one option (see --help).")
         if "oauth_token" in changes and "token_expires_on" not in changes:
             raise CommandError("A new OAuth token needs its expiry date: add --token-expires YYYY-MM-DD.")
         try:
-            project = project_update(project=project, actor=actor_for(options["by"]), **changes)
+            if changes:
+                project = project_update(project=project, actor=actor_for(options["by"]), **changes)
+            if query_access:
+                project = project_set_query_access(project=project, actor=actor_for(options["by"]), **query_access)
         except ServiceError as exc:
             raise CommandError(str(exc)) from None
         self._report(project, options, "Updated")
+        if query_access and not options["json"]:
+            self.stdout.write(identity_cli.query_access_summary(project))
 
     def do_list(self, options: dict[str, Any]) -> None:
         # Secrets stay encrypted (deferred): listing must work even when a key is missing mid-rotation.
@@ -211,15 +220,25 @@ class Command(CliCommand):
             result = project_check_credentials(project=project, actor=actor)
         except (ServiceError, DecryptionError) as exc:
             raise CommandError(str(exc)) from None
+        # Identity lookups: one harmless profile query with the Query API credential, reported beside.
+        query_ok, query_message = project_check_query(project=project, actor=actor)
         if options["json"]:
             write_json(
                 self.stdout,
-                {"name": project.name, "ok": result.ok, "message": result.message, "checked_at": timezone.now()},
+                {
+                    "name": project.name,
+                    "ok": result.ok,
+                    "message": result.message,
+                    "checked_at": timezone.now(),
+                    "profile_query": {"ok": query_ok, "message": query_message},
+                },
             )
         if not result.ok:
             raise CommandError(f"Credential check for {project.name!r} failed: {result.message}")
         if not options["json"]:
             self.stdout.write(f"OK: {project.name}: {result.message}")
+            verdict = "OK" if query_ok else "NOTE" if query_ok is None else "FAILED"
+            self.stdout.write(f"{verdict}: {project.name}: {query_message}")
 
     def _report(self, project: MixpanelProject, options: dict[str, Any], verb: str) -> None:
         if options["json"]:
