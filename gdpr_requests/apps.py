@@ -9,7 +9,12 @@ from importlib import import_module
 from django.apps import AppConfig
 
 # The packages that define Celery tasks (each in its ``tasks`` module; names pinned in gdpr_requests.tasking).
-TASK_PACKAGES = ("gdpr_requests.pipeline", "gdpr_requests.notifications", "gdpr_requests.requests")
+TASK_PACKAGES = (
+    "gdpr_requests.pipeline",
+    "gdpr_requests.notifications",
+    "gdpr_requests.requests",
+    "gdpr_requests.cohorts",
+)
 
 
 class GdprRequestsConfig(AppConfig):
@@ -29,6 +34,10 @@ class GdprRequestsConfig(AppConfig):
         # Approval plans Mixpanel work, withdrawal cancels it, and a deletion Mixpanel has started cannot be withdrawn.
         services.register_transition_hook(pipeline_hooks.on_transition)
         services.register_withdrawal_blocker(request_withdrawal_blocker)
+        # A request from an auto-approving cohort intake is approved once its subject confirms their email.
+        from gdpr_requests.cohorts import services as cohort_services
+
+        services.register_transition_hook(cohort_services.approve_after_verification)
 
         from gdpr_requests.staff import register_models
 

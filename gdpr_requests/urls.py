@@ -8,4 +8,5 @@ urlpatterns = [
     path("", include("gdpr_requests.ops.urls")),
     path("reports/", include("gdpr_requests.reports.urls")),
     path("", include("gdpr_requests.portal.urls")),
+    path("", include("gdpr_requests.cohorts.urls")),
 ]

@@ -6,6 +6,7 @@ Business rules live in the services (``requests/services.py`` and each feature p
 from __future__ import annotations
 
 from gdpr_requests.models.audit import ActorType, AuditEvent
+from gdpr_requests.models.cohorts import CohortAction, CohortIdentity, CohortIntake, CohortMember, CohortSync
 from gdpr_requests.models.mixpanel_tasks import (
     ApiCall,
     MixpanelTask,
@@ -31,6 +32,11 @@ __all__ = [
     "ApiCall",
     "AuditEvent",
     "Channel",
+    "CohortAction",
+    "CohortIdentity",
+    "CohortIntake",
+    "CohortMember",
+    "CohortSync",
     "CredentialStatus",
     "DataSubjectRequest",
     "DisclosureType",

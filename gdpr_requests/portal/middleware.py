@@ -17,6 +17,9 @@ from django.template.loader import render_to_string
 
 # The development-only fake Mixpanel API receives the pipeline's deletion batches, which can be larger.
 SANDBOX_PREFIX = "/sandbox/mixpanel/"
+# Mixpanel's cohort sync posts pages of up to 1,000 members; that view applies COHORT_MAX_BODY_BYTES itself and
+# answers in Mixpanel's shape.
+COHORT_PREFIX = "/integrations/mixpanel/cohorts/"
 
 
 def _declared_length(request: HttpRequest) -> int | None:
@@ -36,8 +39,10 @@ class MaxBodySizeMiddleware:
         length = _declared_length(request)
         if length is None:
             return _refuse(400, "Bad request", "The request could not be read.")
-        if length > settings.DSR_MAX_BODY_BYTES and not (
-            settings.MIXPANEL_SANDBOX_ENABLED and request.path_info.startswith(SANDBOX_PREFIX)
+        if (
+            length > settings.DSR_MAX_BODY_BYTES
+            and not (settings.MIXPANEL_SANDBOX_ENABLED and request.path_info.startswith(SANDBOX_PREFIX))
+            and not request.path_info.startswith(COHORT_PREFIX)
         ):
             return _refuse(
                 413,
