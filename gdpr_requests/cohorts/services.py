@@ -8,6 +8,7 @@ Mixpanel only after that commit. No member data goes into the sync row, the audi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -438,7 +439,5 @@ def approve_after_verification(request_id: int, action: str, new_status: str) ->
     )
     if dsr is None:
         return
-    try:
+    with contextlib.suppress(TransitionNotAllowed, ServiceError):  # someone else moved it first
         request_approve(request=dsr, actor=actor_for_intake(dsr.cohort_member.intake))
-    except (TransitionNotAllowed, ServiceError):
-        pass
