@@ -80,7 +80,9 @@ def verification_text(intake: CohortIntake) -> str:
 
 
 def _new_password() -> str:
-    return secrets.token_urlsafe(32)
+    # The prefix keeps a password from starting with "-" (a command line would read it as an option) and lets
+    # secret scanners recognise one.
+    return "mpcohort_" + secrets.token_urlsafe(32)
 
 
 # --- Configuration ------------------------------------------------------------------------------------------

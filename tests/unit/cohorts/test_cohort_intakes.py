@@ -174,8 +174,7 @@ def test_sandbox_command_posts_pages_like_mixpanel_to_the_running_app(live_serve
         "10",
         "--url",
         url,
-        "--password",
-        password,
+        f"--password={password}",
     )
     assert out.count("HTTP 200") == 3
     syncs = list(CohortSync.objects.order_by("page_count"))
@@ -183,7 +182,7 @@ def test_sandbox_command_posts_pages_like_mixpanel_to_the_running_app(live_serve
     assert len({s.session_id for s in syncs}) == 1
     assert DataSubjectRequest.objects.filter(channel="cohort").count() == 25
     # The same members again, as a new export: nothing new.
-    run("sandbox_cohort_sync", "--intake", intake.name, "--members", "25", "--url", url, "--password", password)
+    run("sandbox_cohort_sync", "--intake", intake.name, "--members", "25", "--url", url, f"--password={password}")
     assert DataSubjectRequest.objects.count() == 25
 
 
