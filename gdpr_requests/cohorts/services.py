@@ -21,6 +21,7 @@ from typing import Any
 from celery import current_app
 from django.conf import settings
 from django.contrib.auth.hashers import check_password, make_password
+from django.core.cache import cache
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -184,11 +185,13 @@ def cohort_intake_disable(*, intake: CohortIntake, actor: Actor) -> CohortIntake
 
 # --- Authentication -----------------------------------------------------------------------------------------
 
-# Fingerprints of (stored hash, password) pairs that checked out: a sync posts many pages, and the password
-# hasher is deliberately slow. The fingerprint is keyed, and a rotation changes the stored hash, so an entry
-# can only ever vouch for the pair that was checked.
+# Fingerprints of (stored hash, password) pairs that checked out, in this process and in the shared cache for
+# VERIFIED_TTL: a sync posts many pages to any of the web processes, and the password hasher is deliberately
+# slow (a second or more on a busy machine). The fingerprint is keyed with SECRET_KEY and a rotation changes the
+# stored hash, so an entry can only ever vouch for the pair that was checked, and reveals nothing of it.
 _verified: dict[str, None] = {}
 _VERIFIED_MAX = 256
+VERIFIED_TTL = 3600
 
 
 def _fingerprint(encoded: str, password: str) -> str:
@@ -199,14 +202,28 @@ def _password_matches(password: str, encoded: str) -> bool:
     if not encoded:
         return False
     fingerprint = _fingerprint(encoded, password)
-    if fingerprint in _verified:
-        return True
-    if not check_password(password, encoded):
-        return False
-    if len(_verified) >= _VERIFIED_MAX:
-        _verified.clear()
-    _verified[fingerprint] = None
+    cache_key = f"cohort-auth:{fingerprint}"
+    if fingerprint not in _verified:
+        if not _cache_get(cache_key):
+            if not check_password(password, encoded):
+                return False
+            _cache_set(cache_key)
+        if len(_verified) >= _VERIFIED_MAX:
+            _verified.clear()
+        _verified[fingerprint] = None
     return True
+
+
+def _cache_get(key: str) -> bool:
+    try:
+        return bool(cache.get(key))
+    except Exception:  # the cache is down: check the password the slow way
+        return False
+
+
+def _cache_set(key: str) -> None:
+    with contextlib.suppress(Exception):
+        cache.set(key, True, VERIFIED_TTL)
 
 
 def cohort_credentials_valid(*, intake: CohortIntake, username: str, password: str) -> bool:

@@ -216,3 +216,22 @@ def test_sandbox_command_says_when_the_app_is_not_running(project):
 def test_the_system_actor_is_named_after_the_intake(project):
     intake, _ = make_intake(project, name="Deletion button")
     assert services.actor_for_intake(intake) == Actor.system("cohort:Deletion button")
+
+
+def test_a_checked_password_is_vouched_for_by_the_shared_cache_and_a_wrong_one_never(project, monkeypatch):
+    calls = []
+    real = services.check_password
+
+    def counting(password, encoded):
+        calls.append(1)
+        return real(password, encoded)
+
+    monkeypatch.setattr(services, "check_password", counting)
+    intake, password = make_intake(project)
+    assert services.cohort_credentials_valid(intake=intake, username=intake.username, password=password)
+    services._verified.clear()  # another web process: only the shared cache knows
+    assert services.cohort_credentials_valid(intake=intake, username=intake.username, password=password)
+    assert len(calls) == 1
+    for _ in range(2):
+        assert not services.cohort_credentials_valid(intake=intake, username=intake.username, password="guess")
+    assert len(calls) == 3
