@@ -282,6 +282,8 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = DSR_MAX_BODY_BYTES
 COHORT_MAX_BODY_BYTES = env.int("COHORT_MAX_BODY_BYTES", default=4 * 1024 * 1024)
 COHORT_REPEAT_DAYS = env.int("COHORT_REPEAT_DAYS", default=30)
 COHORT_PASSWORD_GRACE_HOURS = env.int("COHORT_PASSWORD_GRACE_HOURS", default=72)
+# Failed authentications per intake and minute before only an already-checked password is let in (429 otherwise).
+COHORT_AUTH_FAILURES_PER_MINUTE = env.int("COHORT_AUTH_FAILURES_PER_MINUTE", default=20)
 
 # --- Mixpanel -----------------------------------------------------------------------------------------
 MIXPANEL_INTEGRATION_ID = env.str("MIXPANEL_INTEGRATION_ID", default="privacy-request-manager")

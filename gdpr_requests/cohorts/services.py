@@ -198,14 +198,14 @@ def _fingerprint(encoded: str, password: str) -> str:
     return hmac.new(settings.SECRET_KEY.encode(), f"{encoded}\0{password}".encode(), hashlib.sha256).hexdigest()
 
 
-def _password_matches(password: str, encoded: str) -> bool:
+def _password_matches(password: str, encoded: str, *, slow_check: bool = True) -> bool:
     if not encoded:
         return False
     fingerprint = _fingerprint(encoded, password)
     cache_key = f"cohort-auth:{fingerprint}"
     if fingerprint not in _verified:
         if not _cache_get(cache_key):
-            if not check_password(password, encoded):
+            if not slow_check or not check_password(password, encoded):
                 return False
             _cache_set(cache_key)
         if len(_verified) >= _VERIFIED_MAX:
@@ -226,19 +226,36 @@ def _cache_set(key: str) -> None:
         cache.set(key, True, VERIFIED_TTL)
 
 
-def cohort_credentials_valid(*, intake: CohortIntake, username: str, password: str) -> bool:
+def cohort_credentials_valid(*, intake: CohortIntake, username: str, password: str, slow_check: bool = True) -> bool:
     """Whether the Basic credentials are the intake's (the current password, or the previous one in its grace).
 
     Both parts are always checked, each in constant time, so neither the answer nor its timing says which part
-    was wrong.
+    was wrong. ``slow_check=False`` (while failures are throttled) accepts only a password already checked, so
+    guesses cost no hashing and the sync Mixpanel already runs goes on.
     """
     if len(username) > MAX_CREDENTIAL_LENGTH or len(password) > MAX_CREDENTIAL_LENGTH:
         return False
     user_ok = hmac.compare_digest(username.encode(), intake.username.encode())
-    pass_ok = _password_matches(password, intake.password_hash)
+    pass_ok = _password_matches(password, intake.password_hash, slow_check=slow_check)
     if not pass_ok and intake.previous_valid_until and intake.previous_valid_until > timezone.now():
-        pass_ok = _password_matches(password, intake.previous_password_hash)
+        pass_ok = _password_matches(password, intake.previous_password_hash, slow_check=slow_check)
     return user_ok and pass_ok
+
+
+def auth_failures_per_minute() -> int:
+    return int(getattr(settings, "COHORT_AUTH_FAILURES_PER_MINUTE", 20))
+
+
+def _failure_window_key(intake: CohortIntake) -> str:
+    return f"cohort-auth-failures:{intake.pk}:{int(timezone.now().timestamp() // 60)}"
+
+
+def cohort_auth_throttled(*, intake: CohortIntake) -> bool:
+    """Whether the intake had COHORT_AUTH_FAILURES_PER_MINUTE failed authentications in the current minute."""
+    try:
+        return int(cache.get(_failure_window_key(intake)) or 0) >= auth_failures_per_minute()
+    except Exception:  # the cache is down: no throttling rather than no intake
+        return False
 
 
 def cohort_intake_record_auth_failure(*, intake: CohortIntake) -> None:
@@ -247,6 +264,10 @@ def cohort_intake_record_auth_failure(*, intake: CohortIntake) -> None:
     CohortIntake.objects.filter(pk=intake.pk).update(
         auth_failure_count=F("auth_failure_count") + 1, last_auth_failure_at=now, updated_at=now
     )
+    key = _failure_window_key(intake)
+    with contextlib.suppress(Exception):
+        if cache.add(key, 1, 120) is False:
+            cache.incr(key)
 
 
 # --- Receiving ----------------------------------------------------------------------------------------------

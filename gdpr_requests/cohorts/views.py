@@ -1,7 +1,7 @@
 """The webhook Mixpanel's cohort sync posts to (docs/cohorts.md): one plain view, answered in Mixpanel's shape.
 
 Order of checks, cheapest and least revealing first: the intake (404), the Basic credentials (401, the same
-whichever part is wrong), the declared body size (413, nothing read), the body (400), the project (403). Mixpanel
+whichever part is wrong; 429 after too many failures in a minute), the declared body size (413, nothing read), the body (400), the project (403). Mixpanel
 pauses the sync on 400/401/403/404 and emails whoever set it up; a transient database failure gets 503, which it
 retries. ``success`` is sent only after the message's requests are committed.
 """
@@ -70,10 +70,17 @@ def cohort_webhook(request: HttpRequest, public_id: str) -> JsonResponse:
     if intake is None:
         return _failure(404, "No active cohort intake at this address.")
     credentials = _basic_credentials(request)
+    throttled = services.cohort_auth_throttled(intake=intake)
     if credentials is None or not services.cohort_credentials_valid(
-        intake=intake, username=credentials[0], password=credentials[1]
+        intake=intake, username=credentials[0], password=credentials[1], slow_check=not throttled
     ):
         services.cohort_intake_record_auth_failure(intake=intake)
+        if throttled:
+            # Guessing costs a password hash each time: after COHORT_AUTH_FAILURES_PER_MINUTE, only a password
+            # already checked gets in until the minute is over. Mixpanel retries a 429.
+            response = _failure(429, "Too many failed authentications; try again in a minute.")
+            response["Retry-After"] = "60"
+            return response
         return _failure(401, "Authentication failed.")
     limit = max_body_bytes()
     length = _declared_length(request)

@@ -366,3 +366,27 @@ def test_the_sync_log_and_audit_hold_no_member_data(client, intake_and_password)
         assert "user1@example.org" not in text
         assert "Secretname" not in text
     assert CohortIntake.objects.get().last_sync_at is not None
+
+
+def test_after_too_many_failures_guesses_get_429_unhashed_and_the_known_password_still_works(
+    client, intake_and_password, settings, monkeypatch
+):
+    from gdpr_requests.cohorts import services
+
+    settings.COHORT_AUTH_FAILURES_PER_MINUTE = 3
+    intake, password = intake_and_password
+    assert post(client, intake, password, payload([member(1)], session="a")).status_code == 200  # checked once
+    for _ in range(3):
+        assert post(client, intake, "guess", payload([member(2)], session="b")).status_code == 401
+    hashed = []
+    monkeypatch.setattr(services, "check_password", lambda *args: hashed.append(1) or False)
+    refused = post(client, intake, "guess", payload([member(2)], session="b"))
+    assert refused.status_code == 429
+    assert refused["Retry-After"] == "60"
+    assert refused.json()["error"]["code"] == 429
+    assert hashed == []  # a guess while throttled costs no hashing
+    services._verified.clear()  # even in another web process, the shared cache vouches for the real password
+    assert post(client, intake, password, payload([member(2)], session="b")).status_code == 200
+    intake.refresh_from_db()
+    assert intake.auth_failure_count == 4
+    assert DataSubjectRequest.objects.count() == 2
