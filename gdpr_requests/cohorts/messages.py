@@ -107,6 +107,8 @@ def parse_message(body: bytes) -> CohortMessage:
         data = json.loads(body)
     except (UnicodeDecodeError, ValueError):
         raise MessageRefused("The body is not JSON.") from None
+    except RecursionError:  # nesting deeper than the parser's stack, which a 4 MiB body can reach
+        raise MessageRefused("The body is nested too deeply.") from None
     if not isinstance(data, dict):
         raise MessageRefused("The body is not a JSON object.")
     action = data.get("action")

@@ -231,6 +231,7 @@ def test_missing_or_unreadable_authorization_gets_401(client, intake_and_passwor
         (b"{not json", "The body is not JSON."),
         (b"\xff\xfe", "The body is not JSON."),
         (b"[]", "The body is not a JSON object."),
+        (b"[" * 200_000 + b"]" * 200_000, "nested too deeply"),
         (b'{"action": "delete_everyone", "parameters": {}}', "action must be one of"),
         (b'{"action": "add_members"}', "parameters is missing"),
         (
@@ -248,6 +249,7 @@ def test_missing_or_unreadable_authorization_gets_401(client, intake_and_passwor
         "not-json",
         "not-utf8",
         "array",
+        "deep-nesting",
         "unknown-action",
         "no-parameters",
         "no-session",
