@@ -43,8 +43,6 @@ def event_base(event: str) -> str:
 
 def _context(request: DataSubjectRequest, event: str) -> dict | None:
     """What the template of ``event`` needs, or None when there is nothing to send any more."""
-    if not request.requester_email:  # a request taken by distinct id alone (a cohort sync) has nobody to write to
-        return None
     unverified = request.status == states.UNVERIFIED
     context = {
         "request": request,

@@ -392,3 +392,15 @@ def test_after_too_many_failures_guesses_get_429_unhashed_and_the_known_password
     intake.refresh_from_db()
     assert intake.auth_failure_count == 4
     assert DataSubjectRequest.objects.count() == 2
+
+
+def test_a_request_taken_without_an_email_is_never_emailed(client, intake_and_password, system_actor):
+    from gdpr_requests.notifications.outbox import send_subject_notification
+    from gdpr_requests.requests.services import request_reject
+
+    intake, password = intake_and_password
+    post(client, intake, password, payload([{"mixpanel_distinct_id": "silent-user"}]))
+    dsr = DataSubjectRequest.objects.get()
+    request_reject(request=dsr, reason="Not a customer of ours.", actor=system_actor)
+    send_subject_notification(request_id=dsr.pk, event="reject")
+    assert mail.outbox == []
