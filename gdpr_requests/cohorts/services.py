@@ -27,7 +27,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from gdpr_requests.audit.chain import Actor, Entry, audit_record, audit_record_many
-from gdpr_requests.cohorts.messages import CohortMessage, MessageRefused
+from gdpr_requests.cohorts.messages import CohortMessage, Member, MessageRefused
 from gdpr_requests.models import (
     Channel,
     CohortAction,
@@ -352,7 +352,7 @@ def cohort_sync_receive(*, intake: CohortIntake, message: CohortMessage) -> Sync
             total_pages=message.total_pages,
             members_received=len(message.members),
         )
-        to_create: list[tuple[str, Any]] = []
+        to_create: list[tuple[str, DataSubjectRequest]] = []
         if message.action != CohortAction.REMOVE_MEMBERS:
             # Removals are only logged: every deletion carried out is followed by one (docs/cohorts.md, 2.6).
             to_create, sync.duplicates_skipped, sync.refused = _plan_members(intake, message)
@@ -381,9 +381,11 @@ def cohort_sync_receive(*, intake: CohortIntake, message: CohortMessage) -> Sync
     )
 
 
-def _plan_members(intake: CohortIntake, message: CohortMessage) -> tuple[list[tuple[str, Any]], int, int]:
+def _plan_members(
+    intake: CohortIntake, message: CohortMessage
+) -> tuple[list[tuple[str, DataSubjectRequest]], int, int]:
     """(key, unsaved request) for each member to take, and the counts of duplicates and refusals."""
-    by_key: dict[str, Any] = {}
+    by_key: dict[str, Member] = {}
     duplicates = refused = 0
     for member in message.members:
         key = member_key(member.distinct_id)
@@ -395,7 +397,7 @@ def _plan_members(intake: CohortIntake, message: CohortMessage) -> tuple[list[tu
     duplicates += len(taken)
     by_email = intake.identity == CohortIdentity.EMAIL
     actor = actor_for_intake(intake)
-    planned: list[tuple[str, Any]] = []
+    planned: list[tuple[str, DataSubjectRequest]] = []
     for key, member in by_key.items():
         if key in taken:
             continue
