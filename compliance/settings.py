@@ -297,6 +297,14 @@ DSR_MAX_BODY_BYTES = env.int("DSR_MAX_BODY_BYTES", default=64 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = DSR_MAX_BODY_BYTES
 FILE_UPLOAD_MAX_MEMORY_SIZE = DSR_MAX_BODY_BYTES
 
+# Mixpanel cohort sync intake (gdpr_requests/cohorts, docs/cohorts.md): a page of 1,000 members is a few hundred
+# KiB, so its webhook has its own body limit; a member is taken again only after this many days.
+COHORT_MAX_BODY_BYTES = env.int("COHORT_MAX_BODY_BYTES", default=4 * 1024 * 1024)
+COHORT_REPEAT_DAYS = env.int("COHORT_REPEAT_DAYS", default=30)
+COHORT_PASSWORD_GRACE_HOURS = env.int("COHORT_PASSWORD_GRACE_HOURS", default=72)
+# Failed authentications per intake and minute before only an already-checked password is let in (429 otherwise).
+COHORT_AUTH_FAILURES_PER_MINUTE = env.int("COHORT_AUTH_FAILURES_PER_MINUTE", default=20)
+
 # --- Mixpanel -----------------------------------------------------------------------------------------
 MIXPANEL_INTEGRATION_ID = env.str("MIXPANEL_INTEGRATION_ID", default="privacy-request-manager")
 MIXPANEL_HTTP_TIMEOUT_SECONDS = env.float("MIXPANEL_HTTP_TIMEOUT_SECONDS", default=30.0)

@@ -15,6 +15,7 @@ TASK_PACKAGES = (
     "gdpr_requests.requests",
     "gdpr_requests.ops",
     "gdpr_requests.identity",
+    "gdpr_requests.cohorts",
 )
 
 
@@ -27,6 +28,7 @@ class GdprRequestsConfig(AppConfig):
         from django.contrib.auth.signals import user_login_failed
         from django_otp.forms import otp_verification_failed
 
+        from gdpr_requests.cohorts import services as cohort_services
         from gdpr_requests.identity import admin as identity_admin
         from gdpr_requests.identity import hooks as identity_hooks
         from gdpr_requests.identity.services import approval_blocker as identity_approval_blocker
@@ -48,6 +50,8 @@ class GdprRequestsConfig(AppConfig):
         services.register_intake_hook(identity_hooks.after_intake)
         services.register_transition_hook(identity_hooks.on_transition)
         services.register_approval_blocker(identity_approval_blocker)
+        # A request from an auto-approving cohort intake is approved once its subject confirms their email.
+        services.register_transition_hook(cohort_services.approve_after_verification)
 
         # The staff workspace's model admins, on the admin site that exists by now.
         register_models()

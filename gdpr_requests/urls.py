@@ -10,4 +10,5 @@ urlpatterns = [
     path("", include("gdpr_requests.portal.urls")),
     # The portal's language switcher posts to Django's set_language (a cookie; URLs keep no language prefix).
     path("i18n/", include("django.conf.urls.i18n")),
+    path("", include("gdpr_requests.cohorts.urls")),
 ]

@@ -6,6 +6,7 @@ Business rules live in the services (``requests/services.py`` and each feature p
 from __future__ import annotations
 
 from gdpr_requests.models.audit import ActorType, AuditChainHead, AuditEvent
+from gdpr_requests.models.cohorts import CohortAction, CohortIdentity, CohortIntake, CohortMember, CohortSync
 from gdpr_requests.models.identity import (
     CandidateState,
     IdentityCandidate,
@@ -43,6 +44,11 @@ __all__ = [
     "AuditEvent",
     "CandidateState",
     "Channel",
+    "CohortAction",
+    "CohortIdentity",
+    "CohortIntake",
+    "CohortMember",
+    "CohortSync",
     "CredentialStatus",
     "DataSubjectRequest",
     "DisclosureType",

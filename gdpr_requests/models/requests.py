@@ -33,6 +33,7 @@ class Channel(models.TextChoices):
     STAFF = "staff", "Staff"
     IMPORT = "import", "Import"
     API = "api", "API"
+    COHORT = "cohort", "Mixpanel cohort"
 
 
 class DataSubjectRequest(models.Model):

@@ -24,6 +24,9 @@ from django.utils.translation import gettext_lazy as _
 SANDBOX_PREFIX = "/sandbox/mixpanel/"
 # Pages for staff and auditors: English, not the visitor's language.
 STAFF_PREFIXES = ("/admin/", "/reports/", "/sandbox/")
+# Mixpanel's cohort sync posts pages of up to 1,000 members; that view applies COHORT_MAX_BODY_BYTES itself and
+# answers in Mixpanel's shape.
+COHORT_PREFIX = "/integrations/mixpanel/cohorts/"
 
 
 def _declared_length(request: HttpRequest) -> int | None:
@@ -43,8 +46,10 @@ class MaxBodySizeMiddleware:
         length = _declared_length(request)
         if length is None:
             return _refuse(request, 400, _("Bad request"), _("The request could not be read."))
-        if length > settings.DSR_MAX_BODY_BYTES and not (
-            settings.MIXPANEL_SANDBOX_ENABLED and request.path_info.startswith(SANDBOX_PREFIX)
+        if (
+            length > settings.DSR_MAX_BODY_BYTES
+            and not (settings.MIXPANEL_SANDBOX_ENABLED and request.path_info.startswith(SANDBOX_PREFIX))
+            and not request.path_info.startswith(COHORT_PREFIX)
         ):
             return _refuse(
                 request,

@@ -223,6 +223,7 @@ def request_create_many(
     actor: Actor,
     projects: Sequence[MixpanelProject] | None = None,
     retry_in_savepoint: bool = True,
+    extra_audit: Sequence[Entry] = (),
 ) -> list[DataSubjectRequest]:
     """Save requests built by prepare_request, with their project links and audit events, in one transaction.
 
@@ -231,7 +232,8 @@ def request_create_many(
 
     A reference that is already taken is drawn again inside a savepoint. A caller that owns the whole
     transaction and retries it on IntegrityError may pass ``retry_in_savepoint=False`` to save the savepoint's
-    two round trips.
+    two round trips. ``extra_audit`` entries are appended after the requests' own, in the same append (a
+    channel's record of the message that brought them).
     """
     requests = list(requests)
     if not requests:
@@ -282,6 +284,7 @@ def request_create_many(
                 )
                 for dsr in requests
             ]
+            + list(extra_audit)
         )
     return requests
 

@@ -36,3 +36,9 @@ def register_models(site=None) -> None:
     ):
         if not site.is_registered(model):
             site.register(model, model_admin)
+
+    from gdpr_requests.cohorts.admin import CohortIntakeAdmin
+    from gdpr_requests.models import CohortIntake
+
+    if not site.is_registered(CohortIntake):
+        site.register(CohortIntake, CohortIntakeAdmin)
