@@ -248,9 +248,12 @@ def send_pending() -> int:
 def oldest_unsent_email_age_seconds() -> float | None:
     """How long the oldest subject email still to be sent has waited (seconds), or None when none waits.
 
-    Includes emails waiting for their address's limit and those the sweep gave up on (they stay unsent).
+    Includes emails waiting for their address's limit and those the sweep gave up on (they stay unsent), not
+    those of purged requests (their address is gone, so they are never sent).
     """
-    oldest = SubjectNotification.objects.filter(sent_at__isnull=True).aggregate(oldest=Min("created_at"))["oldest"]
+    oldest = SubjectNotification.objects.filter(sent_at__isnull=True, request__purged_at__isnull=True).aggregate(
+        oldest=Min("created_at")
+    )["oldest"]
     if oldest is None:
         return None
     return max(0.0, (timezone.now() - oldest).total_seconds())

@@ -38,7 +38,6 @@ from gdpr_requests.models import (
     ApiCall,
     DataSubjectRequest,
     MixpanelTask,
-    SubjectNotification,
     TaskState,
 )
 from gdpr_requests.notifications import outbox
@@ -266,15 +265,9 @@ class DsrCollector(Collector):
 
 
 def _oldest_unsent_email_age(now: datetime) -> float:
-    """Age in seconds of the oldest subject email not sent yet (rows of purged requests are never sent)."""
-    # The outbox's own definition when it has one, so the metric and the sweep agree on "unsent".
-    own = getattr(outbox, "oldest_unsent_email_age_seconds", None)
-    if own is not None:
-        return float(own())
-    oldest = SubjectNotification.objects.filter(sent_at__isnull=True, request__purged_at__isnull=True).aggregate(
-        oldest=Min("created_at")
-    )["oldest"]
-    return max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
+    """Age in seconds of the oldest subject email not sent yet, 0 when none waits. The outbox's definition, so the
+    metric and the resend sweep agree on what "unsent" means."""
+    return outbox.oldest_unsent_email_age_seconds() or 0.0
 
 
 def _rate_limit_waits() -> float | None:
