@@ -398,3 +398,42 @@ LOGGING = {
         "kombu.connection": {"level": "ERROR"},
     },
 }
+
+# --- REST API and webhooks out (gdpr_requests/api, gdpr_requests/webhooks) -------------------------------
+INSTALLED_APPS += ["rest_framework", "drf_spectacular", "drf_spectacular_sidecar"]
+# Requests per API key (DRF's rate syntax: N/sec, N/min, N/hour), counted in the cache.
+API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="600/min")
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["gdpr_requests.api.authentication.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["gdpr_requests.api.permissions.HasScope"],
+    "DEFAULT_THROTTLE_CLASSES": ["gdpr_requests.api.throttling.ApiKeyRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"api_key": API_RATE_LIMIT},
+    # JSON only: the browsable API would need inline scripts the site's CSP refuses.
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "gdpr_requests.api.errors.problem_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Privacy request manager API",
+    "DESCRIPTION": "Intake and status of privacy requests, and the audit trail, for the product's own systems.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    # Served from the drf-spectacular-sidecar package through staticfiles: no CDN, within script-src 'self'.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+# Webhook URLs must be https and resolve only to public addresses (checked on save and again at connect time);
+# always in production. WEBHOOK_ALLOWED_HOSTS are exempt (the demo and tests use loopback receivers).
+WEBHOOK_SSRF_CHECKS = PRODUCTION or env.bool("WEBHOOK_SSRF_CHECKS", default=False)
+WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
+WEBHOOK_TIMEOUT_SECONDS = _positive_seconds("WEBHOOK_TIMEOUT_SECONDS", env.str("WEBHOOK_TIMEOUT_SECONDS", default="5"))
+CELERY_BEAT_SCHEDULE["webhook-deliveries-due"] = {"task": "gdpr_requests.tasks.send_due_webhooks", "schedule": 30.0}
+CELERY_BEAT_SCHEDULE["webhook-overdue-requests"] = {
+    "task": "gdpr_requests.tasks.announce_overdue_requests",
+    "schedule": 3600.0,
+}

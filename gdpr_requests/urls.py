@@ -7,5 +7,6 @@ from django.urls import include, path
 urlpatterns = [
     path("", include("gdpr_requests.ops.urls")),
     path("reports/", include("gdpr_requests.reports.urls")),
+    path("api/", include("gdpr_requests.api.urls")),
     path("", include("gdpr_requests.portal.urls")),
 ]

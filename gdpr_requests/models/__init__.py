@@ -5,6 +5,7 @@ Business rules live in the services (``requests/services.py`` and each feature p
 
 from __future__ import annotations
 
+from gdpr_requests.models.api import ApiKey, ApiScope, IdempotencyRecord
 from gdpr_requests.models.audit import ActorType, AuditEvent
 from gdpr_requests.models.mixpanel_tasks import (
     ApiCall,
@@ -25,15 +26,20 @@ from gdpr_requests.models.requests import (
     RequestNote,
     SubjectExport,
 )
+from gdpr_requests.models.webhooks import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "ActorType",
     "ApiCall",
+    "ApiKey",
+    "ApiScope",
     "AuditEvent",
     "Channel",
     "CredentialStatus",
     "DataSubjectRequest",
+    "DeliveryStatus",
     "DisclosureType",
+    "IdempotencyRecord",
     "MixpanelProject",
     "MixpanelTask",
     "RateLimitSlot",
@@ -47,4 +53,7 @@ __all__ = [
     "TaskKind",
     "TaskRequestLink",
     "TaskState",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]

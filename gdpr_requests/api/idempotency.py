@@ -1,0 +1,72 @@
+"""Idempotency-Key: a retry within 24 h gets the first answer and creates nothing; another body is 422.
+
+Call ``claim`` inside the transaction that does the work. A fresh key inserts its record at once; a concurrent
+retry's INSERT then waits on the unique index until the first transaction ends, and finds the stored answer
+(or, if the first one failed and rolled back, takes the key over). Only successful answers are kept: a refused
+request may be corrected and sent again with the same key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from rest_framework import serializers
+
+from gdpr_requests.api.errors import Unprocessable
+from gdpr_requests.models import ApiKey, IdempotencyRecord
+from gdpr_requests.models.api import IDEMPOTENCY_WINDOW
+
+HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 255
+
+
+def body_hash(data: Any) -> str:
+    """The hash of the parsed body, so that whitespace or key order does not make a retry look different."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def clean_key(value: str) -> str:
+    value = value.strip()
+    if not value or len(value) > MAX_KEY_LENGTH or not value.isascii() or not value.isprintable():
+        raise serializers.ValidationError({HEADER: [f"Use 1 to {MAX_KEY_LENGTH} printable ASCII characters."]})
+    return value
+
+
+@dataclass
+class Claim:
+    record: IdempotencyRecord
+    replay: bool
+
+
+def claim(*, api_key: ApiKey, key: str, data: Any) -> Claim:
+    """The record for (api_key, key): new (do the work, then ``remember``) or a replay of the stored answer."""
+    digest = body_hash(data)
+    try:
+        with transaction.atomic():
+            return Claim(IdempotencyRecord.objects.create(api_key=api_key, key=key, body_hash=digest), replay=False)
+    except IntegrityError:
+        pass
+    record = IdempotencyRecord.objects.select_for_update().get(api_key=api_key, key=key)
+    if record.created_at < timezone.now() - IDEMPOTENCY_WINDOW or not record.status_code:
+        # Expired: the key starts afresh.
+        record.body_hash, record.created_at, record.status_code, record.response = digest, timezone.now(), 0, {}
+        return Claim(record, replay=False)
+    if record.body_hash != digest:
+        raise Unprocessable(f"This {HEADER} was already used with a different request body.")
+    return Claim(record, replay=True)
+
+
+def remember(record: IdempotencyRecord, *, status_code: int, response: dict[str, Any]) -> None:
+    record.status_code, record.response = status_code, response
+    record.save()
+
+
+def purge_expired() -> int:
+    """Delete records past the window (called by the webhook sweep's beat task)."""
+    deleted, _ = IdempotencyRecord.objects.filter(created_at__lt=timezone.now() - IDEMPOTENCY_WINDOW).delete()
+    return deleted
