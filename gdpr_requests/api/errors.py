@@ -36,6 +36,17 @@ class Unprocessable(exceptions.APIException):
     default_code = "unprocessable"
 
 
+def _printable(value: Any) -> Any:
+    """Error texts echo what the client sent; a lone surrogate in it would make the answer unencodable (a 500)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_printable(k): _printable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_printable(item) for item in value]
+    return value
+
+
 def problem(status_code: int, title: str, detail: str, *, code: str, errors: list[dict[str, str]] | None = None):
     body: dict[str, Any] = {"type": PROBLEM_BASE + code, "title": title, "status": status_code, "detail": detail}
     if errors:
@@ -83,6 +94,6 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
         detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
         errors = [{"field": exc.field, "detail": str(detail)}] if getattr(exc, "field", "") else None
         body = problem(response.status_code, str(title), str(detail), code=str(code), errors=errors)
-    response.data = body
+    response.data = _printable(body)
     response.content_type = PROBLEM_CONTENT_TYPE
     return response

@@ -141,6 +141,12 @@ class RequestSerializer(serializers.ModelSerializer):
         return request_links(dsr)  # type: ignore[return-value]
 
 
+class RequestPageSerializer(serializers.Serializer):
+    next = serializers.CharField(allow_null=True, help_text="The next page's URL (a cursor), or null.")
+    previous = serializers.CharField(allow_null=True)
+    results = RequestSerializer(many=True)
+
+
 class RequestFilterSerializer(StrictSerializer):
     status = serializers.ChoiceField(choices=states.STATUS_CHOICES, required=False)
     kind = serializers.ChoiceField(choices=RequestKind.choices, required=False)

@@ -25,6 +25,7 @@ from gdpr_requests.api.serializers import (
     RequestCreatedSerializer,
     RequestCreateSerializer,
     RequestFilterSerializer,
+    RequestPageSerializer,
     RequestSerializer,
     request_links,
 )
@@ -122,7 +123,7 @@ class RequestListCreateView(APIView):
     @extend_schema(
         operation_id="requests_list",
         parameters=[RequestFilterSerializer],
-        responses={200: RequestSerializer(many=True), **PROBLEMS},
+        responses={200: RequestPageSerializer, **PROBLEMS},
         description="This key's requests in the order they were made (cursor pagination: follow `next`).",
     )
     def get(self, request: Request) -> Response:
