@@ -9,7 +9,12 @@ from importlib import import_module
 from django.apps import AppConfig
 
 # The packages that define Celery tasks (each in its ``tasks`` module; names pinned in gdpr_requests.tasking).
-TASK_PACKAGES = ("gdpr_requests.pipeline", "gdpr_requests.notifications", "gdpr_requests.requests")
+TASK_PACKAGES = (
+    "gdpr_requests.pipeline",
+    "gdpr_requests.notifications",
+    "gdpr_requests.requests",
+    "gdpr_requests.webhooks",
+)
 
 
 class GdprRequestsConfig(AppConfig):
@@ -29,6 +34,11 @@ class GdprRequestsConfig(AppConfig):
         # Approval plans Mixpanel work, withdrawal cancels it, and a deletion Mixpanel has started cannot be withdrawn.
         services.register_transition_hook(pipeline_hooks.on_transition)
         services.register_withdrawal_blocker(request_withdrawal_blocker)
+        # Webhooks out: intake (inside its transaction) and every transition (after commit).
+        from gdpr_requests.webhooks import hooks as webhook_hooks
+
+        services.register_intake_hook(webhook_hooks.after_intake)
+        services.register_transition_hook(webhook_hooks.after_transition)
 
         from gdpr_requests.staff import register_models
 
