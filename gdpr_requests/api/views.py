@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
@@ -50,6 +51,18 @@ def _own_requests(api_key: ApiKey):
     return DataSubjectRequest.objects.filter(api_key=api_key)
 
 
+def _lock_external_id(api_key: ApiKey, external_id: str) -> None:
+    """Serialise creations that carry the same external id for the same key, until the transaction ends, so the
+    existence check before the INSERT cannot race. Other creations do not wait (SQLite's IMMEDIATE transactions
+    serialise every write anyway). Without it the loser of a race would hit the unique constraint inside
+    request_create_many, which takes any IntegrityError for a reference collision."""
+    if connection.vendor != "postgresql":
+        return
+    digest = hashlib.sha256(f"api-external-id:{api_key.pk}:{external_id}".encode()).digest()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(digest[:8], "big", signed=True)])
+
+
 class RequestPagination(CursorPagination):
     # Ordered by id, which never changes: a page boundary cannot move under concurrent writes, so paging
     # neither skips nor repeats a request.
@@ -92,8 +105,7 @@ class RequestListCreateView(APIView):
         values = serializer.validated_data
         external_id = values.get("external_id") or None
         if external_id:
-            # One creation per key at a time when an external id is given, so the check below cannot race.
-            ApiKey.objects.select_for_update().filter(pk=api_key.pk).values_list("pk").first()
+            _lock_external_id(api_key, external_id)
             existing = _own_requests(api_key).filter(external_id=external_id).values_list("reference", flat=True)
             if existing:
                 raise Conflict(f"external_id is already used by request {existing[0]}.", field="external_id")

@@ -128,6 +128,28 @@ def test_concurrent_retries_with_one_idempotency_key_create_one_request():
     assert DataSubjectRequest.objects.count() == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_creations_with_one_external_id_make_one_request():
+    key = make_key()["key"]
+    barrier = threading.Barrier(5)
+    codes: list[int] = []
+
+    def send():
+        try:
+            barrier.wait()
+            codes.append(post(client_for(key), new_request_body(external_id="same")).status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(codes) == [201, 409, 409, 409, 409]
+    assert DataSubjectRequest.objects.count() == 1
+
+
 def test_get_by_reference_shows_no_personal_data_and_only_the_keys_own(client):
     reference = post(client, new_request_body(name="Ada Canary", external_id="x1")).json()["reference"]
     response = client.get(f"/api/v1/requests/{reference.lower()}/")
