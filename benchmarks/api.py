@@ -229,6 +229,10 @@ def main() -> int:
                 print(f"{label} ...", flush=True)
                 phases[phase] = run_phase(label, clients, action, duration=args.duration)
             passed = report(phases, args, count_requests(database_url))
+            if any(r.errors for r in phases.values()):
+                log.flush()
+                tail = (tmp / "gunicorn.log").read_text(errors="replace").splitlines()[-15:]
+                print("gunicorn log, last lines:", *tail, sep="\n  ")
         finally:
             if server is not None:
                 server.send_signal(signal.SIGTERM)

@@ -1,8 +1,8 @@
 """Idempotency-Key: a retry within 24 h gets the first answer and creates nothing; another body is 422.
 
 Call ``claim`` inside the transaction that does the work. A fresh key inserts its record at once; a concurrent
-retry's INSERT then waits on the unique index until the first transaction ends, and finds the stored answer
-(or, if the first one failed and rolled back, takes the key over). Only successful answers are kept: a refused
+retry's INSERT (ON CONFLICT DO NOTHING) then waits on the unique index until the first transaction ends, and
+finds the stored answer (or, if the first one failed and rolled back, takes the key over). Only successful answers are kept: a refused
 request may be corrected and sent again with the same key.
 """
 
@@ -13,7 +13,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework import serializers
 
@@ -46,14 +45,15 @@ class Claim:
 def claim(*, api_key: ApiKey, key: str, data: Any) -> Claim:
     """The record for (api_key, key): new (do the work, then ``remember``) or a replay of the stored answer."""
     digest = body_hash(data)
-    try:
-        with transaction.atomic():
-            return Claim(IdempotencyRecord.objects.create(api_key=api_key, key=key, body_hash=digest), replay=False)
-    except IntegrityError:
-        pass
+    # Waits, on a conflict, for the transaction that inserted the key to end; then the row is theirs (committed,
+    # with its answer) or, if they rolled back, ours.
+    IdempotencyRecord.objects.bulk_create(
+        [IdempotencyRecord(api_key=api_key, key=key, body_hash=digest)], ignore_conflicts=True
+    )
     record = IdempotencyRecord.objects.select_for_update().get(api_key=api_key, key=key)
-    if record.created_at < timezone.now() - IDEMPOTENCY_WINDOW or not record.status_code:
-        # Expired: the key starts afresh.
+    if not record.status_code:  # ours: no committed record holds no answer
+        return Claim(record, replay=False)
+    if record.created_at < timezone.now() - IDEMPOTENCY_WINDOW:  # expired: the key starts afresh
         record.body_hash, record.created_at, record.status_code, record.response = digest, timezone.now(), 0, {}
         return Claim(record, replay=False)
     if record.body_hash != digest:

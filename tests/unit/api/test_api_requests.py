@@ -274,3 +274,14 @@ def test_other_content_types_and_methods_are_problems_too(client):
     assert client.delete("/api/v1/requests/").status_code == 405
     huge = client.generic("POST", "/api/v1/requests/", b"{" + b" " * (3 * 1024 * 1024) + b"}", "application/json")
     assert huge.status_code in {400, 413}
+
+
+def test_a_reference_collision_is_drawn_again_not_a_500(client, monkeypatch):
+    from gdpr_requests.requests import services
+
+    taken = post(client, new_request_body()).json()["reference"]
+    draws = iter([taken, "DSR-FRSH-0001"])
+    monkeypatch.setattr(services, "new_reference", lambda: next(draws))
+    response = post(client, new_request_body(external_id="after-collision"), HTTP_IDEMPOTENCY_KEY="c")
+    assert response.status_code == 201 and response.json()["reference"] == "DSR-FRSH-0001"
+    assert DataSubjectRequest.objects.count() == 2
