@@ -403,11 +403,16 @@ LOGGING = {
 INSTALLED_APPS += ["rest_framework", "drf_spectacular", "drf_spectacular_sidecar"]
 # Requests per API key (DRF's rate syntax: N/sec, N/min, N/hour), counted in the cache.
 API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="600/min")
+import re  # noqa: E402 - only this block needs it
+
+if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", API_RATE_LIMIT):
+    raise ImproperlyConfigured(
+        f"API_RATE_LIMIT must read like '600/min' (N/sec, N/min, N/hour, N/day), not {API_RATE_LIMIT!r}."
+    )
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["gdpr_requests.api.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["gdpr_requests.api.permissions.HasScope"],
     "DEFAULT_THROTTLE_CLASSES": ["gdpr_requests.api.throttling.ApiKeyRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"api_key": API_RATE_LIMIT},
     # JSON only: the browsable API would need inline scripts the site's CSP refuses.
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["gdpr_requests.api.parsers.SafeJSONParser"],

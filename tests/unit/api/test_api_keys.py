@@ -101,3 +101,10 @@ def test_each_key_is_rate_limited_with_retry_after(settings):
     assert limited["Content-Type"] == "application/problem+json"
     assert int(limited["Retry-After"]) > 0
     assert second.get("/api/v1/requests/").status_code == 200  # the other key has its own budget
+
+
+@pytest.mark.parametrize(("rate", "expected"), [("600/min", (600, 60)), ("5/sec", (5, 1)), ("1000/hour", (1000, 3600))])
+def test_rates_read_as_drf_writes_them(rate, expected):
+    from gdpr_requests.api.throttling import parse_rate
+
+    assert parse_rate(rate) == expected
