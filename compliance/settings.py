@@ -438,6 +438,10 @@ WEBHOOK_SSRF_CHECKS = PRODUCTION or env.bool("WEBHOOK_SSRF_CHECKS", default=Fals
 WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
 WEBHOOK_TIMEOUT_SECONDS = _positive_seconds("WEBHOOK_TIMEOUT_SECONDS", env.str("WEBHOOK_TIMEOUT_SECONDS", default="5"))
 CELERY_BEAT_SCHEDULE["webhook-deliveries-due"] = {"task": "gdpr_requests.tasks.send_due_webhooks", "schedule": 30.0}
+CELERY_BEAT_SCHEDULE["api-idempotency-purge"] = {
+    "task": "gdpr_requests.tasks.purge_idempotency_records",
+    "schedule": 3600.0,
+}
 CELERY_BEAT_SCHEDULE["webhook-overdue-requests"] = {
     "task": "gdpr_requests.tasks.announce_overdue_requests",
     "schedule": 3600.0,

@@ -14,6 +14,7 @@ TASK_PACKAGES = (
     "gdpr_requests.notifications",
     "gdpr_requests.requests",
     "gdpr_requests.webhooks",
+    "gdpr_requests.api",
 )
 
 

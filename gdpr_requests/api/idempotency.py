@@ -67,6 +67,6 @@ def remember(record: IdempotencyRecord, *, status_code: int, response: dict[str,
 
 
 def purge_expired() -> int:
-    """Delete records past the window (called by the webhook sweep's beat task)."""
+    """Delete records past the window (the beat task api/tasks.py purge_idempotency_records)."""
     deleted, _ = IdempotencyRecord.objects.filter(created_at__lt=timezone.now() - IDEMPOTENCY_WINDOW).delete()
     return deleted

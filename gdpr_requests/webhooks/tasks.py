@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from gdpr_requests.api import idempotency
 from gdpr_requests.tasking import options
 from gdpr_requests.webhooks import services
 
@@ -17,7 +16,6 @@ def deliver_webhook(delivery_id: int) -> None:
 @shared_task(**options("send_due_webhooks"))
 def send_due_webhooks() -> None:
     services.send_due()
-    idempotency.purge_expired()
 
 
 @shared_task(**options("announce_overdue_requests"))

@@ -285,3 +285,13 @@ def test_a_reference_collision_is_drawn_again_not_a_500(client, monkeypatch):
     response = post(client, new_request_body(external_id="after-collision"), HTTP_IDEMPOTENCY_KEY="c")
     assert response.status_code == 201 and response.json()["reference"] == "DSR-FRSH-0001"
     assert DataSubjectRequest.objects.count() == 2
+
+
+def test_answers_older_than_a_day_are_purged_by_the_beat_task(client):
+    from gdpr_requests.api.tasks import purge_idempotency_records
+
+    post(client, new_request_body(), HTTP_IDEMPOTENCY_KEY="old")
+    post(client, new_request_body(), HTTP_IDEMPOTENCY_KEY="new")
+    IdempotencyRecord.objects.filter(key="old").update(created_at=timezone.now() - timedelta(hours=25))
+    purge_idempotency_records()
+    assert list(IdempotencyRecord.objects.values_list("key", flat=True)) == ["new"]
