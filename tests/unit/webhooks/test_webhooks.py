@@ -302,3 +302,16 @@ def test_canary_no_personal_data_in_logs_webhook_payloads_or_the_trail(
     for text in seen:
         for canary in (CANARY_EMAIL, CANARY_NAME, CANARY_ID, "canary-mail"):
             assert canary not in text
+
+
+def test_the_beat_tasks_and_the_delivery_task_are_registered_under_their_pinned_names(settings):
+    from compliance.celery import app
+
+    names = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    ours = {
+        "gdpr_requests.tasks.send_due_webhooks",
+        "gdpr_requests.tasks.announce_overdue_requests",
+        "gdpr_requests.tasks.purge_idempotency_records",
+    }
+    assert ours <= names
+    assert {*ours, services.DELIVER_TASK} <= set(app.tasks)
