@@ -139,6 +139,7 @@ def report(phases: dict[str, PhaseResult], args: argparse.Namespace, created: in
         f"after {WARMUP_SECONDS:.0f} s warm-up; load generator on the same machine ({os.cpu_count()} CPUs)."
     )
     print(f"Load average before the run: {args.load_before}")
+    print(f"Worker recycling (max_requests): {'off' if args.no_recycling else 'as gunicorn.conf.py says'}")
     print()
     print(f"{'phase':<30}{'requests':>9}{'req/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}")
     for r in phases.values():
@@ -179,6 +180,11 @@ def main() -> int:
         help="broker and cache for the run; this Redis database is FLUSHED at the end",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument(
+        "--no-recycling",
+        action="store_true",
+        help="gunicorn --max-requests 0: no worker restarts during the run (gunicorn.conf.py recycles every ~2000)",
+    )
     args = parser.parse_args()
     if args.threads is None:
         args.threads = runpy.run_path(str(ROOT / "gunicorn.conf.py"))["threads"]
@@ -208,7 +214,8 @@ def main() -> int:
             key = json.loads(made.stdout)["key"]
             log = open(tmp / "gunicorn.log", "wb")  # noqa: SIM115 - closed after the server stops
             server = subprocess.Popen(
-                [str(BIN / "gunicorn"), "compliance.wsgi", "-c", "gunicorn.conf.py"],
+                [str(BIN / "gunicorn"), "compliance.wsgi", "-c", "gunicorn.conf.py"]
+                + (["--max-requests", "0"] if args.no_recycling else []),
                 cwd=ROOT,
                 env=env,
                 stdout=log,

@@ -42,9 +42,9 @@ class Claim:
     replay: bool
 
 
-def claim(*, api_key: ApiKey, key: str, data: Any) -> Claim:
-    """The record for (api_key, key): new (do the work, then ``remember``) or a replay of the stored answer."""
-    digest = body_hash(data)
+def claim(*, api_key: ApiKey, key: str, digest: str) -> Claim:
+    """The record for (api_key, key): new (do the work, then store the answer in it) or a replay of the stored
+    answer. ``digest``: body_hash of the request's body."""
     # Waits, on a conflict, for the transaction that inserted the key to end; then the row is theirs (committed,
     # with its answer) or, if they rolled back, ours.
     IdempotencyRecord.objects.bulk_create(
@@ -59,11 +59,6 @@ def claim(*, api_key: ApiKey, key: str, data: Any) -> Claim:
     if record.body_hash != digest:
         raise Unprocessable(f"This {HEADER} was already used with a different request body.")
     return Claim(record, replay=True)
-
-
-def remember(record: IdempotencyRecord, *, status_code: int, response: dict[str, Any]) -> None:
-    record.status_code, record.response = status_code, response
-    record.save()
 
 
 def purge_expired() -> int:

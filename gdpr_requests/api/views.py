@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import status
 from rest_framework.generics import get_object_or_404
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
@@ -17,6 +14,7 @@ from rest_framework.views import APIView
 
 from gdpr_requests.api import idempotency
 from gdpr_requests.api.errors import Conflict
+from gdpr_requests.api.intake import Creation, request_create_via_api
 from gdpr_requests.api.keys import actor_for_key
 from gdpr_requests.api.serializers import (
     AuditFilterSerializer,
@@ -28,17 +26,10 @@ from gdpr_requests.api.serializers import (
     RequestFilterSerializer,
     RequestPageSerializer,
     RequestSerializer,
-    request_links,
 )
 from gdpr_requests.audit.chain import event_record
-from gdpr_requests.models import ApiKey, ApiScope, AuditEvent, Channel, DataSubjectRequest
-from gdpr_requests.requests.services import (
-    REFERENCE_ATTEMPTS,
-    prepare_request,
-    request_cancel,
-    request_create_many,
-    withdrawal_blocker,
-)
+from gdpr_requests.models import ApiKey, ApiScope, AuditEvent, DataSubjectRequest
+from gdpr_requests.requests.services import request_cancel, withdrawal_blocker
 
 READ, WRITE, AUDIT = ApiScope.REQUESTS_READ.value, ApiScope.REQUESTS_WRITE.value, ApiScope.AUDIT_READ.value
 PROBLEMS = {code: ProblemSerializer for code in (400, 401, 403, 404, 409, 422, 429)}
@@ -55,18 +46,6 @@ class BearerKeyScheme(OpenApiAuthenticationExtension):
 def _own_requests(api_key: ApiKey):
     # A key sees the requests it made, nothing else: the product's systems need no view of the web form's.
     return DataSubjectRequest.objects.filter(api_key=api_key)
-
-
-def _lock_external_id(api_key: ApiKey, external_id: str) -> None:
-    """Serialise creations that carry the same external id for the same key, until the transaction ends, so the
-    existence check before the INSERT cannot race. Other creations do not wait (SQLite's IMMEDIATE transactions
-    serialise every write anyway). Without it the loser of a race would hit the unique constraint inside
-    request_create_many, which takes any IntegrityError for a reference collision."""
-    if connection.vendor != "postgresql":
-        return
-    digest = hashlib.sha256(f"api-external-id:{api_key.pk}:{external_id}".encode()).digest()
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(digest[:8], "big", signed=True)])
 
 
 class RequestPagination(CursorPagination):
@@ -90,64 +69,22 @@ class RequestListCreateView(APIView):
         "first answer and creates nothing; the same key with another body is 422.",
     )
     def post(self, request: Request) -> Response:
-        # The request row is saved without a savepoint (two round trips fewer while the audit chain is locked);
-        # a reference collision, about one in a million, fails the transaction, which is then run again.
-        for attempt in range(REFERENCE_ATTEMPTS):
-            try:
-                return self._post_once(request)
-            except IntegrityError:
-                if attempt == REFERENCE_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _post_once(self, request: Request) -> Response:
-        api_key: ApiKey = request.auth
         header = request.headers.get(idempotency.HEADER)
-        data = request.data
-        with transaction.atomic():
-            if header is None:
-                return self._create(api_key, data)
-            claim = idempotency.claim(api_key=api_key, key=idempotency.clean_key(header), data=data)
-            if claim.replay:
-                return Response(
-                    claim.record.response, status=claim.record.status_code, headers={"Idempotent-Replayed": "true"}
-                )
-            response = self._create(api_key, data)
-            idempotency.remember(claim.record, status_code=response.status_code, response=response.data)
-            return response
-
-    def _create(self, api_key: ApiKey, data: Any) -> Response:
-        serializer = RequestCreateSerializer(data=data)
+        key = idempotency.clean_key(header) if header is not None else None
+        serializer = RequestCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        values = serializer.validated_data
-        external_id = values.get("external_id") or None
-        if external_id:
-            _lock_external_id(api_key, external_id)
-            existing = _own_requests(api_key).filter(external_id=external_id).values_list("reference", flat=True)
-            if existing:
-                raise Conflict(f"external_id is already used by request {existing[0]}.", field="external_id")
-        actor = actor_for_key(api_key)
-        dsr = prepare_request(
-            kind=values["kind"],
-            regulation=values["regulation"],
-            email=values["email"],
-            name=values["name"],
-            distinct_ids=values["distinct_ids"],
-            channel=Channel.API,
-            received_at=values.get("received_at"),
-            disclosure_type=values["disclosure_type"],
-            verified_by_staff=values["identity_verified_by"].strip(),
-            actor=actor,
+        answer = request_create_via_api(
+            Creation(
+                api_key=request.auth,
+                values=serializer.validated_data,
+                idempotency_key=key,
+                body_hash=idempotency.body_hash(request.data) if key else "",
+            )
         )
-        dsr.api_key, dsr.external_id = api_key, external_id
-        request_create_many([dsr], actor=actor, projects=values.get("projects"), retry_in_savepoint=False)
-        body = {
-            "reference": dsr.reference,
-            "status": dsr.status,
-            "due_at": dsr.due_at.isoformat(),
-            "links": request_links(dsr),
-        }
-        return Response(body, status=status.HTTP_201_CREATED, headers={"Location": body["links"]["self"]})
+        headers = {"Location": answer.body["links"]["self"]}
+        if answer.replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return Response(answer.body, status=answer.status_code, headers=headers)
 
     @extend_schema(
         operation_id="requests_list",

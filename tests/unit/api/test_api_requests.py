@@ -295,3 +295,40 @@ def test_answers_older_than_a_day_are_purged_by_the_beat_task(client):
     IdempotencyRecord.objects.filter(key="old").update(created_at=timezone.now() - timedelta(hours=25))
     purge_idempotency_records()
     assert list(IdempotencyRecord.objects.values_list("key", flat=True)) == ["new"]
+
+
+def _creation(api_key_id: int, idempotency_key: str | None = None, **overrides):
+    from gdpr_requests.api.idempotency import body_hash
+    from gdpr_requests.api.intake import Creation
+    from gdpr_requests.api.serializers import RequestCreateSerializer
+    from gdpr_requests.models import ApiKey
+
+    body = new_request_body(**overrides)
+    serializer = RequestCreateSerializer(data=body)
+    serializer.is_valid(raise_exception=True)
+    return Creation(ApiKey.objects.get(pk=api_key_id), serializer.validated_data, idempotency_key, body_hash(body))
+
+
+def test_a_batch_from_two_keys_is_audited_as_each_key():
+    from gdpr_requests.api.intake import _SameKeyInBatch, create_batch
+
+    crm, desk = make_key("crm")["id"], make_key("desk")["id"]
+    answers = create_batch([_creation(crm, "i1", external_id="a"), _creation(desk), _creation(crm, kind="access")])
+    assert [(a.status_code, a.replayed) for a in answers] == [(201, False)] * 3
+    assert IdempotencyRecord.objects.get(key="i1").response == answers[0].body
+    with pytest.raises(_SameKeyInBatch):  # the committer then runs them one at a time: the second replays
+        create_batch([_creation(crm, "i2"), _creation(crm, "i2")])
+    actors = dict(AuditEvent.objects.filter(action="request.created").values_list("request_reference", "actor_label"))
+    assert sorted(actors.values()) == ["api:crm", "api:crm", "api:desk"]
+    assert DataSubjectRequest.objects.filter(api_key_id=crm).count() == 2
+
+
+def test_a_batch_with_one_conflict_creates_nothing_so_each_item_can_run_alone():
+    from gdpr_requests.api.errors import Conflict
+    from gdpr_requests.api.intake import create_batch
+
+    crm = make_key("crm")["id"]
+    create_batch([_creation(crm, external_id="taken")])
+    with pytest.raises(Conflict):
+        create_batch([_creation(crm, "fresh"), _creation(crm, external_id="taken")])
+    assert DataSubjectRequest.objects.count() == 1 and not IdempotencyRecord.objects.filter(key="fresh").exists()
