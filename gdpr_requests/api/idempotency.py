@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.db.models import Q
 from django.utils import timezone
 from rest_framework import serializers
 
@@ -42,16 +44,29 @@ class Claim:
     replay: bool
 
 
-def claim(*, api_key: ApiKey, key: str, digest: str) -> Claim:
-    """The record for (api_key, key): new (do the work, then store the answer in it) or a replay of the stored
-    answer. ``digest``: body_hash of the request's body."""
-    # Waits, on a conflict, for the transaction that inserted the key to end; then the row is theirs (committed,
-    # with its answer) or, if they rolled back, ours.
+def claim_many(wanted: Sequence[tuple[ApiKey, str, str]]) -> list[Claim]:
+    """The records for several (api key, Idempotency-Key, body_hash) at once, in two queries: each new (do the
+    work, then store the answer in it) or a replay of its stored answer. Raises Unprocessable when a stored
+    answer was for another body. The keys must be distinct."""
+    if not wanted:
+        return []
+    # Inserted in one order everywhere, so two batches holding the same keys cannot deadlock. On a conflict the
+    # INSERT waits for the transaction that inserted the key to end; the row is then theirs (committed, with
+    # its answer) or, if they rolled back, ours.
+    ordered = sorted(wanted, key=lambda item: (item[0].pk, item[1]))
     IdempotencyRecord.objects.bulk_create(
-        [IdempotencyRecord(api_key=api_key, key=key, body_hash=digest)], ignore_conflicts=True
+        [IdempotencyRecord(api_key=api_key, key=key, body_hash=digest) for api_key, key, digest in ordered],
+        ignore_conflicts=True,
     )
-    record = IdempotencyRecord.objects.select_for_update().get(api_key=api_key, key=key)
-    if not record.status_code:  # ours: no committed record holds no answer
+    match = Q()
+    for api_key, key, _digest in wanted:
+        match |= Q(api_key_id=api_key.pk, key=key)
+    found = {(r.api_key_id, r.key): r for r in IdempotencyRecord.objects.select_for_update().filter(match)}
+    return [_claim(found[(api_key.pk, key)], digest) for api_key, key, digest in wanted]
+
+
+def _claim(record: IdempotencyRecord, digest: str) -> Claim:
+    if not record.status_code:  # ours: no committed record is without its answer
         return Claim(record, replay=False)
     if record.created_at < timezone.now() - IDEMPOTENCY_WINDOW:  # expired: the key starts afresh
         record.body_hash, record.created_at, record.status_code, record.response = digest, timezone.now(), 0, {}

@@ -5,9 +5,9 @@ Why: every creation appends to the audit chain, whose lock is held from the appe
 concurrent creations queue there one transaction at a time. In a batch they pay for the lock, the chain's
 head, the INSERTs and the COMMIT once.
 
-Each item is checked by the view's serializer first. In the batch's transaction, in order: its Idempotency-Key
-is claimed (a replay answers from the stored record), its external id is locked and checked, the row is built by
-services.prepare_request; then services.request_create_many saves the new rows (one call per API key and project
+Each item is checked by the view's serializer first. In the batch's transaction, a few queries for the whole
+batch: the Idempotency-Keys are claimed (a replay answers from the stored record), the external ids are locked
+and checked, each row is built by services.prepare_request; then services.request_create_many saves the new rows (one call per API key and project
 list, so the trail names each key) and the answers are stored for the Idempotency-Keys. Anything that fails a
 batch (a 409, a 422, a second item with the same key in one batch) makes the committer run each item on its
 own, so only its caller gets the error. A reference collision reruns the transaction.
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 
 from gdpr_requests.api import idempotency
 from gdpr_requests.api.errors import Conflict
@@ -68,15 +69,31 @@ def create_batch(items: list[Creation]) -> list[Answer]:
     raise ServiceError("Could not allocate a reference; try again.")
 
 
-def _lock_external_id(api_key: ApiKey, external_id: str) -> None:
+def _lock_external_ids(pairs: list[tuple[int, str]]) -> None:
     """Serialise creations that carry the same external id for the same key until the transaction ends, so the
-    existence check before the INSERT cannot race; others do not wait. (SQLite's IMMEDIATE transactions
-    serialise every write anyway.)"""
-    if connection.vendor != "postgresql":
+    existence check before the INSERT cannot race; others do not wait. Locks are taken in one order, so two
+    batches cannot deadlock. (SQLite's IMMEDIATE transactions serialise every write anyway.)"""
+    if connection.vendor != "postgresql" or not pairs:
         return
-    digest = hashlib.sha256(f"api-external-id:{api_key.pk}:{external_id}".encode()).digest()
+    ids = sorted(
+        int.from_bytes(hashlib.sha256(f"api-external-id:{pk}:{external_id}".encode()).digest()[:8], "big", signed=True)
+        for pk, external_id in pairs
+    )
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(digest[:8], "big", signed=True)])
+        cursor.execute("SELECT pg_advisory_xact_lock(id) FROM unnest(%s::bigint[]) AS id ORDER BY id", [ids])
+
+
+def _check_external_ids(pairs: list[tuple[int, str]]) -> None:
+    """Conflict (409) naming the request that already carries one of these (key, external id) pairs."""
+    if not pairs:
+        return
+    _lock_external_ids(pairs)
+    match = Q()
+    for pk, external_id in pairs:
+        match |= Q(api_key_id=pk, external_id=external_id)
+    taken = DataSubjectRequest.objects.filter(match).values_list("reference", flat=True)[:1]
+    if taken:
+        raise Conflict(f"external_id is already used by request {taken[0]}.", field="external_id")
 
 
 def _unique(pairs: list[tuple[int, str]]) -> bool:
@@ -89,17 +106,22 @@ def _create_batch(items: list[Creation]) -> list[Answer]:
     if not (_unique(idempotency_keys) and _unique(external_ids)):
         raise _SameKeyInBatch
     answers: list[Answer | None] = [None] * len(items)
-    new: list[tuple[int, Creation, DataSubjectRequest, IdempotencyRecord | None]] = []
     with transaction.atomic():
-        for index, item in enumerate(items):
-            record = None
-            if item.idempotency_key:
-                claim = idempotency.claim(api_key=item.api_key, key=item.idempotency_key, digest=item.body_hash)
-                if claim.replay:
-                    answers[index] = Answer(claim.record.status_code, claim.record.response, replayed=True)
-                    continue
-                record = claim.record
-            new.append((index, item, _prepare(item), record))
+        keyed = [(index, item) for index, item in enumerate(items) if item.idempotency_key]
+        claims = idempotency.claim_many([(i.api_key, i.idempotency_key or "", i.body_hash) for _, i in keyed])
+        records: dict[int, IdempotencyRecord] = {}
+        for (index, _item), claim in zip(keyed, claims, strict=True):
+            if claim.replay:
+                answers[index] = Answer(claim.record.status_code, claim.record.response, replayed=True)
+            else:
+                records[index] = claim.record
+        todo = [(index, item) for index, item in enumerate(items) if answers[index] is None]
+        _check_external_ids(
+            [(item.api_key.pk, item.values["external_id"]) for _, item in todo if item.values.get("external_id")]
+        )
+        new: list[tuple[int, Creation, DataSubjectRequest, IdempotencyRecord | None]] = [
+            (index, item, _prepare(item), records.get(index)) for index, item in todo
+        ]
         # One request_create_many per API key and project list: the audit trail names each key as the actor.
         groups: dict[tuple[int, tuple[int, ...] | None], tuple[list[DataSubjectRequest], Any]] = {}
         for _index, item, dsr, _record in new:
@@ -108,7 +130,7 @@ def _create_batch(items: list[Creation]) -> list[Answer]:
             groups.setdefault(group, ([], projects))[0].append(dsr)
         for rows, projects in groups.values():
             request_create_many(rows, actor=actor_for_key(rows[0].api_key), projects=projects, retry_in_savepoint=False)
-        records = []
+        answered: list[IdempotencyRecord] = []
         for index, _item, dsr, record in new:
             body = {
                 "reference": dsr.reference,
@@ -119,22 +141,14 @@ def _create_batch(items: list[Creation]) -> list[Answer]:
             answers[index] = Answer(201, body)
             if record is not None:
                 record.status_code, record.response = 201, body
-                records.append(record)
-        if records:
-            IdempotencyRecord.objects.bulk_update(records, ["status_code", "response", "body_hash", "created_at"])
+                answered.append(record)
+        if answered:
+            IdempotencyRecord.objects.bulk_update(answered, ["status_code", "response", "body_hash", "created_at"])
     return [answer for answer in answers if answer is not None]
 
 
 def _prepare(item: Creation) -> DataSubjectRequest:
     values, api_key = item.values, item.api_key
-    external_id = values.get("external_id") or None
-    if external_id:
-        _lock_external_id(api_key, external_id)
-        existing = DataSubjectRequest.objects.filter(api_key=api_key, external_id=external_id).values_list(
-            "reference", flat=True
-        )
-        if existing:
-            raise Conflict(f"external_id is already used by request {existing[0]}.", field="external_id")
     dsr = prepare_request(
         kind=values["kind"],
         regulation=values["regulation"],
@@ -147,7 +161,7 @@ def _prepare(item: Creation) -> DataSubjectRequest:
         verified_by_staff=values["identity_verified_by"].strip(),
         actor=actor_for_key(api_key),
     )
-    dsr.api_key, dsr.external_id = api_key, external_id
+    dsr.api_key, dsr.external_id = api_key, values.get("external_id") or None
     return dsr
 
 

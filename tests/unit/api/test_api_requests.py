@@ -332,3 +332,15 @@ def test_a_batch_with_one_conflict_creates_nothing_so_each_item_can_run_alone():
     with pytest.raises(Conflict):
         create_batch([_creation(crm, "fresh"), _creation(crm, external_id="taken")])
     assert DataSubjectRequest.objects.count() == 1 and not IdempotencyRecord.objects.filter(key="fresh").exists()
+
+
+def test_a_batch_costs_the_same_queries_for_one_creation_or_twenty(django_assert_max_num_queries):
+    from gdpr_requests.api.intake import create_batch
+
+    crm = make_key("crm")["id"]
+    one = [_creation(crm, "solo", external_id="solo")]
+    many = [_creation(crm, f"k{i}", external_id=f"e{i}") for i in range(20)]
+    with django_assert_max_num_queries(14) as single:
+        create_batch(one)
+    with django_assert_max_num_queries(len(single.captured_queries)):
+        assert [a.status_code for a in create_batch(many)] == [201] * 20
