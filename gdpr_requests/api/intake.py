@@ -142,8 +142,12 @@ def _create_batch(items: list[Creation]) -> list[Answer]:
             if record is not None:
                 record.status_code, record.response = 201, body
                 answered.append(record)
-        if answered:
-            IdempotencyRecord.objects.bulk_update(answered, ["status_code", "response", "body_hash", "created_at"])
+        fields = ["status_code", "response", "body_hash", "created_at"]
+        if len(answered) == 1:  # the usual case, and a plain UPDATE is cheaper than bulk_update's CASE
+            record = answered[0]
+            IdempotencyRecord.objects.filter(pk=record.pk).update(**{name: getattr(record, name) for name in fields})
+        elif answered:
+            IdempotencyRecord.objects.bulk_update(answered, fields)
     return [answer for answer in answers if answer is not None]
 
 
