@@ -315,3 +315,26 @@ def test_the_beat_tasks_and_the_delivery_task_are_registered_under_their_pinned_
     }
     assert ours <= names
     assert {*ours, services.DELIVER_TASK} <= set(app.tasks)
+
+
+@pytest.mark.parametrize(
+    ("action", "event_type"),
+    [
+        ("verify", "request.verified"),
+        ("approve", "request.approved"),
+        ("complete", "request.completed"),
+        ("reject", "request.rejected"),
+        ("cancel", "request.cancelled"),
+        ("fail", "request.failed"),
+        ("extend", "request.extended"),
+    ],
+)
+def test_each_transition_the_services_announce_becomes_its_event(receiver, system_actor, action, event_type):
+    from gdpr_requests.models.webhooks import WEBHOOK_EVENTS
+    from gdpr_requests.webhooks import hooks
+
+    add_endpoint(receiver.url, events=list(WEBHOOK_EVENTS))
+    dsr = request_create(kind="access", regulation="gdpr", email="s@example.com", actor=system_actor)
+    hooks.after_transition(dsr.pk, action, "whatever")
+    hooks.after_transition(dsr.pk, "hold", "on_hold")  # not an event
+    assert set(WebhookDelivery.objects.values_list("event_type", flat=True)) == {"request.created", event_type}
