@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tests.unit.ops.test_ops_settings import production_env  # noqa: F401 (a fixture, offered here)
 from tests.unit.pipeline.pipeline_support import eager_celery  # noqa: F401 (a fixture, offered here)
 
 

@@ -338,3 +338,13 @@ def test_each_transition_the_services_announce_becomes_its_event(receiver, syste
     hooks.after_transition(dsr.pk, action, "whatever")
     hooks.after_transition(dsr.pk, "hold", "on_hold")  # not an event
     assert set(WebhookDelivery.objects.values_list("event_type", flat=True)) == {"request.created", event_type}
+
+
+def test_production_turns_the_ssrf_checks_on_whatever_the_environment_says(production_env):
+    """Settings read in a production subprocess: WEBHOOK_SSRF_CHECKS=false cannot switch them off."""
+    from tests.unit.ops.test_ops_settings import manage
+
+    production_env["WEBHOOK_SSRF_CHECKS"] = "false"
+    code = "from django.conf import settings; print(settings.WEBHOOK_SSRF_CHECKS, settings.WEBHOOK_ALLOWED_HOSTS)"
+    result = manage(production_env, "shell", "-c", code)
+    assert result.stdout.strip().splitlines()[-1] == "True []", result.stderr
