@@ -468,6 +468,7 @@ if PRODUCTION and not DSR_REQUIRE_STAFF_OTP:
     raise ImproperlyConfigured("DSR_REQUIRE_STAFF_OTP must be on when DJANGO_ENV=production.")
 OTP_TOTP_ISSUER = f"{ORGANISATION_NAME} privacy requests"
 LOGGING["loggers"]["axes"] = {"level": "WARNING"}  # type: ignore[index]  # one INFO line per login otherwise; failures still show
+
 # --- Identity lookups: Mixpanel's Query API (gdpr_requests/identity; docs/identity.md §1.5) ---------------
 # Per project: at most MIXPANEL_QUERY_LIMIT queries in any rolling window, MIXPANEL_QUERY_CONCURRENCY at once.
 MIXPANEL_QUERY_LIMIT = env.int("MIXPANEL_QUERY_LIMIT", default=60)
@@ -483,4 +484,52 @@ MIXPANEL_SANDBOX_QUERY_WINDOW_SECONDS = env.float(
 CELERY_BEAT_SCHEDULE["resolve-identities"] = {
     "task": "gdpr_requests.tasks.resolve_identities",
     "schedule": MIXPANEL_RESOLVE_INTERVAL_SECONDS,
+}
+
+# --- REST API and webhooks out (gdpr_requests/api, gdpr_requests/webhooks) -------------------------------
+INSTALLED_APPS += ["rest_framework", "drf_spectacular", "drf_spectacular_sidecar"]
+# Requests per API key (DRF's rate syntax: N/sec, N/min, N/hour), counted in the cache.
+API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="600/min")
+import re  # noqa: E402 - only this block needs it
+
+if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", API_RATE_LIMIT):
+    raise ImproperlyConfigured(
+        f"API_RATE_LIMIT must read like '600/min' (N/sec, N/min, N/hour, N/day), not {API_RATE_LIMIT!r}."
+    )
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["gdpr_requests.api.authentication.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["gdpr_requests.api.permissions.HasScope"],
+    "DEFAULT_THROTTLE_CLASSES": ["gdpr_requests.api.throttling.ApiKeyRateThrottle"],
+    # JSON only: the browsable API would need inline scripts the site's CSP refuses.
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["gdpr_requests.api.parsers.SafeJSONParser"],
+    "EXCEPTION_HANDLER": "gdpr_requests.api.errors.problem_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Privacy request manager API",
+    "DESCRIPTION": "Intake and status of privacy requests, and the audit trail, for the product's own systems.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    # Served from the drf-spectacular-sidecar package through staticfiles: no CDN, within script-src 'self'.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+# Webhook URLs must be https and resolve only to public addresses (checked on save and again at connect time);
+# always in production. WEBHOOK_ALLOWED_HOSTS are exempt (the demo and tests use loopback receivers).
+WEBHOOK_SSRF_CHECKS = PRODUCTION or env.bool("WEBHOOK_SSRF_CHECKS", default=False)
+WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
+WEBHOOK_TIMEOUT_SECONDS = _positive_seconds("WEBHOOK_TIMEOUT_SECONDS", env.str("WEBHOOK_TIMEOUT_SECONDS", default="5"))
+CELERY_BEAT_SCHEDULE["webhook-deliveries-due"] = {"task": "gdpr_requests.tasks.send_due_webhooks", "schedule": 30.0}
+CELERY_BEAT_SCHEDULE["api-idempotency-purge"] = {
+    "task": "gdpr_requests.tasks.purge_idempotency_records",
+    "schedule": 3600.0,
+}
+CELERY_BEAT_SCHEDULE["webhook-overdue-requests"] = {
+    "task": "gdpr_requests.tasks.announce_overdue_requests",
+    "schedule": 3600.0,
 }

@@ -16,6 +16,8 @@ TASK_PACKAGES = (
     "gdpr_requests.ops",
     "gdpr_requests.identity",
     "gdpr_requests.cohorts",
+    "gdpr_requests.webhooks",
+    "gdpr_requests.api",
 )
 
 
@@ -38,6 +40,7 @@ class GdprRequestsConfig(AppConfig):
         from gdpr_requests.requests import services
         from gdpr_requests.staff import register_models
         from gdpr_requests.staff.login_security import audit_failed_login, audit_failed_second_factor
+        from gdpr_requests.webhooks import hooks as webhook_hooks
 
         # Subjects hear about their request: a new unverified request asks them to confirm; transitions email them.
         services.register_intake_hook(notification_hooks.after_intake)
@@ -52,6 +55,9 @@ class GdprRequestsConfig(AppConfig):
         services.register_approval_blocker(identity_approval_blocker)
         # A request from an auto-approving cohort intake is approved once its subject confirms their email.
         services.register_transition_hook(cohort_services.approve_after_verification)
+        # Webhooks out: intake (inside its transaction) and every transition (after commit).
+        services.register_intake_hook(webhook_hooks.after_intake)
+        services.register_transition_hook(webhook_hooks.after_transition)
 
         # The staff workspace's model admins, on the admin site that exists by now.
         register_models()

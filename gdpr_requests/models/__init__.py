@@ -5,6 +5,7 @@ Business rules live in the services (``requests/services.py`` and each feature p
 
 from __future__ import annotations
 
+from gdpr_requests.models.api import ApiKey, ApiScope, IdempotencyRecord
 from gdpr_requests.models.audit import ActorType, AuditChainHead, AuditEvent
 from gdpr_requests.models.cohorts import CohortAction, CohortIdentity, CohortIntake, CohortMember, CohortSync
 from gdpr_requests.models.identity import (
@@ -36,10 +37,13 @@ from gdpr_requests.models.requests import (
     RequestNote,
     SubjectExport,
 )
+from gdpr_requests.models.webhooks import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "ActorType",
     "ApiCall",
+    "ApiKey",
+    "ApiScope",
     "AuditChainHead",
     "AuditEvent",
     "CandidateState",
@@ -51,7 +55,9 @@ __all__ = [
     "CohortSync",
     "CredentialStatus",
     "DataSubjectRequest",
+    "DeliveryStatus",
     "DisclosureType",
+    "IdempotencyRecord",
     "IdentityCandidate",
     "IdentityLookup",
     "LookupStatus",
@@ -72,4 +78,7 @@ __all__ = [
     "TaskKind",
     "TaskRequestLink",
     "TaskState",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]

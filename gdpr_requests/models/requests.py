@@ -86,9 +86,17 @@ class DataSubjectRequest(models.Model):
     purged_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Requests made through the REST API (gdpr_requests/api): the key that made it and the caller's own id.
+    api_key = models.ForeignKey(
+        "gdpr_requests.ApiKey", null=True, blank=True, on_delete=models.PROTECT, related_name="requests"
+    )
+    external_id = models.CharField(max_length=100, null=True, blank=True)
 
     class Meta:
         ordering = ["due_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["api_key", "external_id"], name="unique_external_id_per_api_key")
+        ]
         indexes = [
             models.Index(fields=["status", "due_at"]),
             models.Index(fields=["email_hash", "kind", "status"]),

@@ -42,3 +42,9 @@ def register_models(site=None) -> None:
 
     if not site.is_registered(CohortIntake):
         site.register(CohortIntake, CohortIntakeAdmin)
+    # The REST API's keys and the webhooks out live in their own packages.
+    from gdpr_requests.api.admin import register as register_api_admin
+    from gdpr_requests.webhooks.admin import register as register_webhooks_admin
+
+    register_api_admin(site)
+    register_webhooks_admin(site)
