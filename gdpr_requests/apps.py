@@ -27,13 +27,17 @@ class GdprRequestsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.contrib import admin
         from django.contrib.auth.signals import user_login_failed
         from django_otp.forms import otp_verification_failed
 
+        from gdpr_requests.api.admin import register as register_api_admin
         from gdpr_requests.cohorts import services as cohort_services
+        from gdpr_requests.cohorts.admin import CohortIntakeAdmin
         from gdpr_requests.identity import admin as identity_admin
         from gdpr_requests.identity import hooks as identity_hooks
         from gdpr_requests.identity.services import approval_blocker as identity_approval_blocker
+        from gdpr_requests.models import CohortIntake
         from gdpr_requests.notifications import hooks as notification_hooks
         from gdpr_requests.pipeline import hooks as pipeline_hooks
         from gdpr_requests.pipeline.cancel import request_withdrawal_blocker
@@ -41,6 +45,7 @@ class GdprRequestsConfig(AppConfig):
         from gdpr_requests.staff import register_models
         from gdpr_requests.staff.login_security import audit_failed_login, audit_failed_second_factor
         from gdpr_requests.webhooks import hooks as webhook_hooks
+        from gdpr_requests.webhooks.admin import register as register_webhooks_admin
 
         # Subjects hear about their request: a new unverified request asks them to confirm; transitions email them.
         services.register_intake_hook(notification_hooks.after_intake)
@@ -61,7 +66,12 @@ class GdprRequestsConfig(AppConfig):
 
         # The staff workspace's model admins, on the admin site that exists by now.
         register_models()
+        # Each feature package's own admin pages (they build on the staff workspace's toolkit).
         identity_admin.register()
+        if not admin.site.is_registered(CohortIntake):
+            admin.site.register(CohortIntake, CohortIntakeAdmin)
+        register_api_admin(admin.site)
+        register_webhooks_admin(admin.site)
 
         # Every failed staff login (django-axes' lockouts included) goes into the audit trail. Receivers run in
         # the order they were connected, and django-axes' (which flags request.axes_locked_out) must run first.

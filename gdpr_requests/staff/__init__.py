@@ -36,15 +36,3 @@ def register_models(site=None) -> None:
     ):
         if not site.is_registered(model):
             site.register(model, model_admin)
-
-    from gdpr_requests.cohorts.admin import CohortIntakeAdmin
-    from gdpr_requests.models import CohortIntake
-
-    if not site.is_registered(CohortIntake):
-        site.register(CohortIntake, CohortIntakeAdmin)
-    # The REST API's keys and the webhooks out live in their own packages.
-    from gdpr_requests.api.admin import register as register_api_admin
-    from gdpr_requests.webhooks.admin import register as register_webhooks_admin
-
-    register_api_admin(site)
-    register_webhooks_admin(site)

@@ -19,7 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from gdpr_requests.audit.chain import Actor
-from gdpr_requests.identity import cli as identity_cli
+from gdpr_requests.management import identity_cli
 from gdpr_requests.management.cli import (
     CliCommand,
     actor_for,
@@ -513,7 +513,7 @@ class Command(CliCommand):
         for reference in references:
             self.stdout.write(f"  {reference}")
 
-    # --- identity lookups in Mixpanel (gdpr_requests/identity/cli.py) ---------------------------------------
+    # --- identity lookups in Mixpanel (gdpr_requests/management/identity_cli.py) ---------------------------------------
     def do_resolve(self, options: dict[str, Any]) -> None:
         identity_cli.run(self, options)
 

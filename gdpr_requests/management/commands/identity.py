@@ -1,6 +1,6 @@
 """``identity resolve|candidates|accept-ids|reject-ids REF``: find a request's subject in Mixpanel by email.
 
-The same subcommands as ``dsr resolve`` and friends (gdpr_requests/identity/cli.py). Every write goes through
+The same subcommands as ``dsr resolve`` and friends (gdpr_requests/management/identity_cli.py). Every write goes through
 the identity services, audited like the admin's; ``--by USERNAME`` records the staff user acting.
 """
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from gdpr_requests.identity import cli
+from gdpr_requests.management import identity_cli as cli
 from gdpr_requests.requests.services import ServiceError
 
 

@@ -13,8 +13,8 @@ from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.utils import timezone
 
 from gdpr_requests.crypto import DecryptionError
-from gdpr_requests.identity import cli as identity_cli
 from gdpr_requests.identity.services import project_check_query, project_set_query_access
+from gdpr_requests.management import identity_cli
 from gdpr_requests.management.cli import (
     CliCommand,
     actor_for,

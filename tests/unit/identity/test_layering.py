@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
 PACKAGE = ROOT / "gdpr_requests" / "identity"
-FACES = ("gdpr_requests.identity.admin", "gdpr_requests.identity.cli", "gdpr_requests.management")
+FACES = ("gdpr_requests.identity.admin", "gdpr_requests.management")
 
 
 def _imports(path: Path) -> set[str]:
