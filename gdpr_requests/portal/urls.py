@@ -19,4 +19,6 @@ urlpatterns = [
     path("status/<str:token>/withdraw/", portal.withdraw, name="withdraw"),
     path("download/<str:token>/", portal.download, name="download"),
     path("download/<str:token>/code/", portal.download_code, name="download_code"),
+    path("download/<str:token>/started/", portal.download_started, name="download_started"),
+    path("download/<str:token>/file/", portal.download_file, name="download_file"),
 ]

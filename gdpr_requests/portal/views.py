@@ -9,19 +9,23 @@ from them whether an address is known.
 from __future__ import annotations
 
 import functools
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 from django.conf import settings
+from django.core import signing
+from django.core.cache import cache
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils import dateformat
+from django.utils import dateformat, timezone
 from django.utils.cache import add_never_cache_headers
 from django.utils.decorators import decorator_from_middleware
+from django.utils.translation import gettext
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
@@ -355,13 +359,16 @@ def _download_page(
     form: DownloadCodeForm | None,
     status: int = 200,
     notice: str = "",
+    code_sent: bool | None = None,
 ) -> HttpResponse:
+    if code_sent is None:
+        code_sent = request.GET.get("sent") == "1" or form is not None
     context = {
         "dsr": dsr,
         "export": export,
         "token": token,
         "form": form or DownloadCodeForm(),
-        "code_sent": request.GET.get("sent") == "1" or form is not None,
+        "code_sent": code_sent,
         "notice": notice,
         "file_description": _file_description(export),
         "is_json": export.content_type == "application/json",
@@ -407,24 +414,142 @@ def download(request: HttpRequest, token: str) -> HttpResponse:
     if not form.is_valid():
         return _download_page(request, dsr, export, token, form=form, status=400)
     try:
-        handle = exports.export_open(export)
+        # A file gone from disk gets its page before a code is spent on it.
+        exports.export_open(export).close()
     except FileNotFoundError:
         return _gone(request, dsr)
     result = download_codes.export_download_authorise(export=export, code=form.cleaned_data["code"])
-    if result != download_codes.CodeResult.OK:
+    if result == download_codes.CodeResult.OK:
+        # Post/redirect/get: the page the person sees next says the download started, instead of the form
+        # (with its earlier error) staying on screen while the browser saves the file.
+        export.refresh_from_db()
+        started = reverse("portal:download_started", args=[token])
+        return redirect(f"{started}?ticket={_make_ticket(export)}", permanent=False)
+    # Each message says what to do next. "Ask for a new code" points at step 1's button, whose label says
+    # "Email me a code" when no code is waiting.
+    message, code_waiting = {
+        download_codes.CodeResult.WRONG: (
+            gettext("That code is not right. Check the code in the latest email from us and type it again."),
+            True,
+        ),
+        download_codes.CodeResult.LOCKED: (
+            gettext(
+                "That code was entered wrongly too many times, so it no longer works. "
+                "Use \u201cEmail me a code\u201d above to get a new one."
+            ),
+            False,
+        ),
+        download_codes.CodeResult.EXPIRED: (
+            gettext(
+                "That code has expired (codes work for %(minutes)s minutes). "
+                "Use \u201cEmail me a code\u201d above to get a new one."
+            )
+            % {"minutes": _code_minutes()},
+            False,
+        ),
+        download_codes.CodeResult.NO_CODE: (
+            gettext(
+                "That code has already been used, or no code is waiting. Each code works once: "
+                "use \u201cEmail me a code\u201d above to get a new one."
+            ),
+            False,
+        ),
+    }.get(result, ("", False))
+    if not message:
+        return _gone(request, dsr)
+    form.add_error("code", message)
+    return _download_page(request, dsr, export, token, form=form, status=400, code_sent=code_waiting)
+
+
+# A download ticket lets the browser fetch the file with a GET right after the code was accepted (the
+# "download started" page points at it). It is signed, bound to the export and to the download it counted,
+# short-lived, and used once (the shared cache remembers used ones).
+TICKET_SALT = "gdpr_requests.portal.download-ticket"
+TICKET_SECONDS = 300
+
+
+def _make_ticket(export: SubjectExport) -> str:
+    return signing.dumps({"e": export.pk, "n": export.download_count, "x": secrets.token_urlsafe(12)}, salt=TICKET_SALT)
+
+
+def _read_ticket(export: SubjectExport, ticket: str) -> str | None:
+    """The ticket's one-time key when it is genuine, recent and for this export's latest download."""
+    try:
+        data = signing.loads(ticket, salt=TICKET_SALT, max_age=TICKET_SECONDS)
+    except signing.BadSignature:
+        return None
+    if not isinstance(data, dict) or data.get("e") != export.pk or data.get("n") != export.download_count:
+        return None
+    return f"portal:download-ticket:{data.get('x')}"
+
+
+def _ticket_unused(key: str) -> bool:
+    return cache.get(key) is None
+
+
+def _ticket_use(key: str) -> bool:
+    return cache.add(key, 1, timeout=TICKET_SECONDS * 2)
+
+
+@no_referrer_csrf
+@token_page
+@require_safe
+def download_started(request: HttpRequest, token: str) -> HttpResponse:
+    """Says the download started, and starts it (a Refresh header: the page works without scripts)."""
+    target = _open_download_link(request, token)
+    if isinstance(target, HttpResponse):
+        return target
+    dsr, export = target
+    key = _read_ticket(export, request.GET.get("ticket", ""))
+    file_path = ""
+    if key and _ticket_unused(key):
+        file_path = f"{reverse('portal:download_file', args=[token])}?ticket={request.GET['ticket']}"
+    context = {
+        "dsr": dsr,
+        "export": export,
+        "token": token,
+        "file_path": file_path,
+        "days_left": max(0, (export.expires_at - timezone.now()).days) if export.expires_at else None,
+    }
+    response = render(request, "portal/download_started.html", context)
+    if file_path:
+        response["Refresh"] = f"0; url={file_path}"
+    return response
+
+
+@no_referrer_csrf
+@token_page
+@require_safe
+def download_file(request: HttpRequest, token: str) -> HttpResponse:
+    """Stream the file for a ticket from the "download started" page (once; the code counted the download)."""
+    target = _open_download_link(request, token)
+    if isinstance(target, HttpResponse):
+        return target
+    dsr, export = target
+    key = _read_ticket(export, request.GET.get("ticket", ""))
+    if key is None or not _ticket_unused(key):
+        return _download_page(
+            request,
+            dsr,
+            export,
+            token,
+            form=None,
+            status=410,
+            notice=gettext(
+                "That download link has been used or has expired. To download the file again, "
+                "use \u201cEmail me a code\u201d below and enter the new code."
+            ),
+        )
+    try:
+        handle = exports.export_open(export)
+    except FileNotFoundError:
+        return _gone(request, dsr)
+    if request.method == "HEAD":
         handle.close()
-        message = {
-            download_codes.CodeResult.WRONG: "That code is not right. Check the latest email from us and try again.",
-            download_codes.CodeResult.LOCKED: "That code was entered wrongly too many times, so it no longer works. "
-            "Ask for a new code below.",
-            download_codes.CodeResult.EXPIRED: f"That code has expired (codes work for {_code_minutes()} minutes). "
-            "Ask for a new code below.",
-            download_codes.CodeResult.NO_CODE: "Ask for a code first: we send it to your email address.",
-        }.get(result)
-        if message is None:
-            return _gone(request, dsr)
-        form.add_error("code", message)
-        return _download_page(request, dsr, export, token, form=form, status=400)
+        return HttpResponse(content_type=export.content_type or "application/octet-stream")
+    if not _ticket_use(key):
+        handle.close()
+        return redirect("portal:download", token=token)
     extension = "json" if export.content_type == "application/json" else "zip"
     return FileResponse(
         handle,
