@@ -250,7 +250,11 @@ def make_buckets(start: date, end: date, granularity: str) -> list[Bucket]:
             last = cursor + timedelta(days=6)
             buckets.append(
                 Bucket(
-                    f"{year}-W{week:02d}", f"{year}-W{week:02d} ({cursor:%d %b})", max(cursor, start), min(last, end)
+                    f"{year}-W{week:02d}",
+                    f"{year}-W{week:02d} ({cursor:%d %b})",
+                    max(cursor, start),
+                    min(last, end),
+                    short_label=f"{cursor:%-d %b}",
                 )
             )
             cursor += timedelta(days=7)
@@ -260,7 +264,11 @@ def make_buckets(start: date, end: date, granularity: str) -> list[Bucket]:
             following = states.add_months(cursor, 1)
             buckets.append(
                 Bucket(
-                    f"{cursor:%Y-%m}", f"{cursor:%b %Y}", max(cursor, start), min(following - timedelta(days=1), end)
+                    f"{cursor:%Y-%m}",
+                    f"{cursor:%b %Y}",
+                    max(cursor, start),
+                    min(following - timedelta(days=1), end),
+                    short_label=f"{cursor:%b %Y}",
                 )
             )
             cursor = following
