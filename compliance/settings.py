@@ -76,6 +76,8 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
 ORGANISATION_NAME = env.str("ORGANISATION_NAME", default="Example Ltd")
 PRIVACY_CONTACT_EMAIL = env.str("PRIVACY_CONTACT_EMAIL", default="privacy@example.com")
+# The organisation's privacy notice; the portal links to it, and leaves the sentence out when it is unset.
+PRIVACY_NOTICE_URL = env.str("PRIVACY_NOTICE_URL", default="")
 
 INSTALLED_APPS = [
     # The stock admin with our site class (the staff overview on the index): gdpr_requests/admin_config.py.

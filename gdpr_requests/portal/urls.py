@@ -10,6 +10,8 @@ app_name = "portal"
 
 urlpatterns = [
     path("", portal.home, name="home"),
+    # Browsers ask for /favicon.ico whatever the page says; the icon is the static SVG.
+    path("favicon.ico", portal.favicon),
     path("request/", portal.request_form, name="request"),
     path("request/sent/", portal.request_sent, name="request_sent"),
     path("link/", portal.resend_link, name="resend"),

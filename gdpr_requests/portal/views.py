@@ -18,9 +18,10 @@ from typing import Any
 from django.conf import settings
 from django.core import signing
 from django.core.cache import cache
-from django.http import FileResponse, HttpRequest, HttpResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import redirect, render
+from django.templatetags.static import static
 from django.urls import reverse
 from django.utils import dateformat, timezone
 from django.utils.cache import add_never_cache_headers
@@ -111,6 +112,14 @@ def _link_status(reason: str) -> int:
 
 
 # --- Start page and form ----------------------------------------------------------------------------
+@require_safe
+def favicon(request: HttpRequest) -> HttpResponse:
+    """Browsers ask for /favicon.ico whatever the page links to: send them to the static SVG icon."""
+    response = HttpResponsePermanentRedirect(static("gdpr_requests/favicon.svg"))
+    response["Cache-Control"] = "public, max-age=86400"
+    return response
+
+
 @require_safe
 def home(request: HttpRequest) -> HttpResponse:
     return render(request, "portal/home.html")
@@ -212,6 +221,21 @@ def _kind_label(dsr: DataSubjectRequest) -> str:
     return "a copy of your data" if dsr.kind == RequestKind.ACCESS else "deletion of your data"
 
 
+def _verified_title(dsr: DataSubjectRequest) -> str:
+    """Staff may confirm who the requester is (e.g. a request by letter): then no email address was confirmed."""
+    verification = (
+        AuditEvent.objects.filter(request_reference=dsr.reference, action="request.verify")
+        .order_by("-sequence")
+        .values_list("actor_type", "payload")
+        .first()
+    )
+    if verification is not None:
+        actor_type, payload = verification
+        if actor_type == "staff" or (isinstance(payload, dict) and payload.get("method") == "staff"):
+            return gettext("Identity confirmed by our staff")
+    return "Email address confirmed"
+
+
 def public_timeline(dsr: DataSubjectRequest) -> list[Step]:
     """The steps a subject sees, from the request's fields and its audit events (no internal detail)."""
     times = dict(
@@ -227,7 +251,7 @@ def public_timeline(dsr: DataSubjectRequest) -> list[Step]:
     steps = [Step("Request received", "done", dsr.received_at)]
 
     if dsr.verified_at:
-        steps.append(Step("Email address confirmed", "done", dsr.verified_at))
+        steps.append(Step(_verified_title(dsr), "done", dsr.verified_at))
     elif status == states.UNVERIFIED:
         steps.append(
             Step("Confirm your email address", "current", None, "Open the link in the email we sent you to confirm.")

@@ -295,3 +295,41 @@ def test_the_new_link_form_answers_the_same_for_a_completed_request_and_an_unkno
         return (posted.status_code, posted["Location"], page.status_code, page.content)
 
     assert ask("ana@example.org") == ask("nobody@example.org")
+
+
+def test_a_request_verified_by_staff_says_so_on_the_subjects_timeline(client, make_request, staff_actor):
+    from gdpr_requests.requests import services
+
+    dsr = services.request_record_identity(request=make_request(), how="passport", actor=staff_actor)
+    html = client.get(reverse("portal:status", args=[tokens.make_token(dsr, tokens.STATUS)])).content.decode()
+    assert "Identity confirmed by our staff" in html and "Email address confirmed" not in html
+
+
+def test_a_request_confirmed_by_email_still_says_email_address_confirmed(client, make_request):
+    from gdpr_requests.requests import services
+
+    dsr = services.request_confirm_email(request=make_request())
+    html = client.get(reverse("portal:status", args=[tokens.make_token(dsr, tokens.STATUS)])).content.decode()
+    assert "Email address confirmed" in html and "Identity confirmed by our staff" not in html
+
+
+def test_the_privacy_notice_is_a_link_when_set_and_left_out_when_not(client, settings, db):
+    settings.PRIVACY_NOTICE_URL = "https://www.example.com/privacy"
+    html = client.get(reverse("portal:request")).content.decode()
+    assert '<a href="https://www.example.com/privacy">privacy notice</a>' in html
+    settings.PRIVACY_NOTICE_URL = ""
+    assert "privacy notice" not in client.get(reverse("portal:request")).content.decode()
+
+
+def test_the_error_summary_lists_the_fields_in_the_order_the_form_shows_them(client, db):
+    html = client.post(reverse("portal:request"), {}).content.decode()
+    summary = html.split('class="error-summary__list"', 1)[1].split("</ul>", 1)[0]
+    links = re.findall(r'href="#id_(\w+?)(?:_0)?"', summary)
+    form = html.split("<form", 2)[1] if html.count("<form") else html
+    shown = [name for name in re.findall(r'name="(\w+)"', form) if name in links]
+    assert links and links == list(dict.fromkeys(shown))
+
+
+def test_favicon_ico_redirects_to_the_icon(client, db):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301 and response["Location"].endswith("favicon.svg")
