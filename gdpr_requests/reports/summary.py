@@ -218,9 +218,9 @@ def percentile(values: list[float] | list[int], fraction: float) -> float | None
 
 
 def default_period(today: date | None = None) -> tuple[date, date]:
-    """The last three calendar months up to today."""
+    """The current calendar quarter, from its first day up to today (the period auditors report on)."""
     today = today or timezone.localdate()
-    start = states.add_months(today.replace(day=1), -2)
+    start = today.replace(month=(today.month - 1) // 3 * 3 + 1, day=1)
     return start, today
 
 

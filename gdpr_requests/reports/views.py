@@ -48,6 +48,8 @@ from gdpr_requests.reports.pdf import (
 from gdpr_requests.reports.summary import GRANULARITIES, MONTH, PeriodError, default_period, validate_period
 
 REPORT_GROUPS = ("Auditors", "Privacy staff")
+# The only format an <input type="date"> accepts (the locale's "01/10/2026" would leave the box empty).
+ISO_DATE = "%Y-%m-%d"
 
 
 def can_read_reports(user: Any) -> bool:
@@ -92,8 +94,12 @@ def index(request: HttpRequest) -> HttpResponse:
 
 # --- Audit trail export -------------------------------------------------------------------------------
 class ExportForm(forms.Form):
-    since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), label="From (included)")
-    until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), label="To (included)")
+    since = forms.DateField(
+        required=False, widget=forms.DateInput(attrs={"type": "date"}, format=ISO_DATE), label="From (included)"
+    )
+    until = forms.DateField(
+        required=False, widget=forms.DateInput(attrs={"type": "date"}, format=ISO_DATE), label="To (included)"
+    )
     action = forms.CharField(
         required=False,
         max_length=64,
@@ -179,8 +185,8 @@ def _action_hints() -> dict[str, Any]:
 
 # --- Compliance summary -------------------------------------------------------------------------------
 class SummaryForm(forms.Form):
-    start = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}), label="From (included)")
-    end = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}), label="To (included)")
+    start = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}, format=ISO_DATE), label="From (included)")
+    end = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}, format=ISO_DATE), label="To (included)")
     granularity = forms.ChoiceField(choices=[(g, f"per {g}") for g in GRANULARITIES], initial=MONTH, label="Group")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
