@@ -25,7 +25,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.utils import timezone
 
 README = "README.txt"
 INDEX = "index.html"
@@ -141,7 +140,7 @@ def add_readable_files(archive: zipfile.ZipFile, facts: ExportFacts) -> None:
     summaries: list[_FileSummary] = []
     for name in sorted(names):
         data = _load(archive.read(name))
-        summaries.append(_write_pages(archive, name, data))
+        summaries.append(_write_pages(archive, name, data, facts.prepared_at))
     archive.writestr(_info(INDEX, facts.prepared_at), _index_html(facts, summaries))
     archive.writestr(_info(README, facts.prepared_at), _readme_text(facts, summaries))
 
@@ -235,7 +234,7 @@ def _kind(name: str, data: Any) -> str:
     return "other"
 
 
-def _write_pages(archive: zipfile.ZipFile, name: str, data: Any) -> _FileSummary:
+def _write_pages(archive: zipfile.ZipFile, name: str, data: Any, when: datetime) -> _FileSummary:
     kind = _kind(name, data)
     if kind == "profiles" and isinstance(data, dict):
         data = [data]
@@ -251,7 +250,7 @@ def _write_pages(archive: zipfile.ZipFile, name: str, data: Any) -> _FileSummary
             "other": _raw_block,
         }[kind](chunk)
         archive.writestr(
-            _info(summary.pages[number - 1], timezone.now()),
+            _info(summary.pages[number - 1], when),
             _page(name, summary, number, body, first_row=(number - 1) * ROWS_PER_PAGE + 1, shown=len(chunk)),
         )
     return summary
