@@ -334,6 +334,10 @@ def _document(title: str, body: str) -> str:
 
 
 # --- Overview ----------------------------------------------------------------------------------------------
+def _entries(count: int) -> str:
+    return f"{count} entry" if count == 1 else f"{count} entries"
+
+
 def _art15() -> list[tuple[str, str]]:
     return [(title, str(getattr(settings, name, "") or "").strip()) for name, title in ART15_ITEMS]
 
@@ -352,7 +356,7 @@ def _index_html(facts: ExportFacts, files: Sequence[_FileSummary]) -> str:
             f'<a href="{html.escape(page)}">{"Read" if len(item.pages) == 1 else f"Page {n}"}</a>'
             for n, page in enumerate(item.pages, start=1)
         )
-        count = f"{item.rows} entries" if item.rows else ""
+        count = _entries(item.rows) if item.rows else ""
         rows.append(
             f"<tr><td><code>{html.escape(item.name)}</code></td><td>{html.escape(item.description)}</td>"
             f"<td>{count}</td><td>{pages}</td></tr>"
@@ -396,7 +400,7 @@ def _readme_text(facts: ExportFacts, files: Sequence[_FileSummary]) -> str:
         "WHAT EACH FILE HOLDS",
     ]
     for item in files:
-        count = f" ({item.rows} entries)" if item.rows else ""
+        count = f" ({_entries(item.rows)})" if item.rows else ""
         lines.append(f"- {item.name}{count}: {item.description}")
     lines += ["", "ABOUT THIS DATA (GDPR ART. 15)"]
     for title, text in _art15():
