@@ -8,8 +8,8 @@ JSON Lines: a header line, one line per event with the fields of ``audit.event_r
     {"record_type":"footer","count":1,"last_hash":"..."}
 
 CSV: a plain table for spreadsheets, the column names first and one row per event. The payload's common keys
-(``from``, ``to``, ``method``...: PAYLOAD_COLUMNS) get columns of their own; ``payload_json`` keeps the whole
-payload as the database's one-line JSON text. Text cells that a spreadsheet would take for a formula (``=``,
+(``from``, ``to``, ``method``...: PAYLOAD_COLUMNS, read out by the database) get columns of their own;
+``payload_json`` keeps the whole payload as the database's one-line JSON text. Text cells that a spreadsheet would take for a formula (``=``,
 ``+``, ``-``, ``@``, tab, CR) get a leading ``'``. What the JSON Lines header and footer say (chain head,
 filters, count, last hash) goes into a companion manifest (``export_manifest``, or the ``manifest`` dict that
 ``export_lines`` fills as it streams), so that no comment row is read as data.
@@ -32,6 +32,7 @@ from typing import Any
 
 from django.db import connections
 from django.db.models import F, Func, Q, QuerySet, TextField
+from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 from django.utils import timezone
 
@@ -130,8 +131,12 @@ class _UtcIsoText(Func):
         )
 
 
-def _rows(events: QuerySet[AuditEvent]) -> Iterator[tuple[Any, ...]]:
-    """Event rows as tuples in RECORD_FIELDS order, with ``occurred_at`` and ``payload`` as JSON-ready text."""
+def _rows(events: QuerySet[AuditEvent], *, payload_keys: tuple[str, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """Event rows as tuples in RECORD_FIELDS order, with ``occurred_at`` and ``payload`` as JSON-ready text.
+
+    ``payload_keys``: values of these payload keys, read by the database (``->>`` on PostgreSQL), come after
+    the payload and before the hashes (None where a payload lacks the key).
+    """
     on_postgresql = connections[events.db].vendor == "postgresql"
     # The payload as the database's own JSON text: parsing it and dumping it again is most of the cost of a
     # naive export. It is valid JSON with the same values, which is all the HMAC (over canonical JSON) needs.
@@ -140,6 +145,7 @@ def _rows(events: QuerySet[AuditEvent]) -> Iterator[tuple[Any, ...]]:
         .annotate(
             payload_text=Cast("payload", output_field=TextField()),
             occurred_text=_UtcIsoText("occurred_at") if on_postgresql else F("occurred_at"),
+            **{f"payload_key_{index}": KeyTextTransform(key, "payload") for index, key in enumerate(payload_keys)},
         )
         .values_list(
             "sequence",
@@ -150,6 +156,7 @@ def _rows(events: QuerySet[AuditEvent]) -> Iterator[tuple[Any, ...]]:
             "action",
             "request_reference",
             "payload_text",
+            *(f"payload_key_{index}" for index in range(len(payload_keys))),
             "prev_hash",
             "hash",
         )
@@ -187,26 +194,18 @@ def _jsonl_chunk(chunk: list[tuple[Any, ...]]) -> str:
     )
 
 
-def _csv_text(value: Any) -> str:
-    """A payload value as a quoted CSV cell: text as it is (formula-escaped), anything else as compact JSON."""
+_PAYLOAD_KEYS = tuple(key for _column, key in PAYLOAD_COLUMNS)
+
+
+def _payload_cell(value: Any) -> str:
+    """A payload value the database read out (text; a number on SQLite), as a quoted, formula-escaped cell."""
     if value is None:
         return '""'
     if not isinstance(value, str):
-        value = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        value = str(value)
     if value[:1] in _FORMULA_START:
         value = "'" + value
     return '"' + value.replace('"', '""') + '"'
-
-
-def _payload_cells(payload: str) -> str:
-    """The PAYLOAD_COLUMNS cells of one row, joined."""
-    try:
-        values = json.loads(payload)
-    except ValueError:
-        values = None
-    if not isinstance(values, dict):
-        values = {}
-    return ",".join([_csv_text(values.get(key)) for _column, key in PAYLOAD_COLUMNS])
 
 
 def _csv_chunk(chunk: list[tuple[Any, ...]]) -> str:
@@ -226,12 +225,12 @@ def _csv_chunk(chunk: list[tuple[Any, ...]]) -> str:
                 (actor_label if actor_label[:1] not in danger else "'" + actor_label).replace('"', '""'),
                 (action if action[:1] not in danger else "'" + action).replace('"', '""'),
                 (reference if reference[:1] not in danger else "'" + reference).replace('"', '""'),
-                _payload_cells(payload),
+                ",".join([_payload_cell(value) for value in keys]),
                 payload.replace('"', '""'),
                 prev_hash.replace('"', '""'),
                 hash_.replace('"', '""'),
             )
-            for seq, at, actor_type, actor_id, actor_label, action, reference, payload, prev_hash, hash_ in chunk
+            for seq, at, actor_type, actor_id, actor_label, action, reference, payload, *keys, prev_hash, hash_ in chunk
         ]
     )
 
@@ -355,7 +354,7 @@ def _generate(
         buffer = io.StringIO()
         csv.writer(buffer).writerow(CSV_COLUMNS)
         yield _take(buffer)
-        for chunk in _chunks(_rows(events)):
+        for chunk in _chunks(_rows(events, payload_keys=_PAYLOAD_KEYS)):
             count += len(chunk)
             last_hash = chunk[-1][-1]
             yield _csv_chunk(chunk)
