@@ -525,8 +525,10 @@ def download_started(request: HttpRequest, token: str) -> HttpResponse:
         return target
     dsr, export = target
     key = _read_ticket(export, request.GET.get("ticket", ""))
+    if key is None:  # an old or edited address: no download started, so the page would be untrue
+        return redirect("portal:download", token=token)
     file_path = ""
-    if key and _ticket_unused(key):
+    if _ticket_unused(key):
         file_path = f"{reverse('portal:download_file', args=[token])}?ticket={request.GET['ticket']}"
     context = {
         "dsr": dsr,

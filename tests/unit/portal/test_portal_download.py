@@ -143,6 +143,9 @@ def test_a_forged_or_foreign_ticket_downloads_nothing(client, completed_access, 
     path = download_path(completed_access)
     assert client.get(f"{path}file/?ticket=nonsense").status_code == 410
     assert client.get(f"{path}file/").status_code == 410
+    # Nor does it claim a download started: it leads back to the page that offers a code.
+    started = client.get(f"{path}started/?ticket=nonsense")
+    assert started.status_code == 302 and started["Location"] == path
 
 
 def test_reusing_a_code_says_to_ask_for_a_new_one_and_not_that_one_was_sent(
@@ -264,3 +267,14 @@ def test_the_status_page_offers_the_download(client, completed_access):
     response = client.get(reverse("portal:status", args=[tokens.make_token(completed_access, tokens.STATUS)]))
     assert "Your data is ready" in response.content.decode()
     assert 'href="/download/' in response.content.decode()
+
+
+def test_the_file_link_of_a_started_download_expires_after_five_minutes(
+    client, completed_access, django_capture_on_commit_callbacks
+):
+    code = ask_for_code(client, completed_access, django_capture_on_commit_callbacks)
+    started = client.get(enter(client, completed_access, code)["Location"])
+    file_path = started["Refresh"].split("url=", 1)[1]
+    with time_machine.travel(timezone.now() + timedelta(minutes=6)):
+        late = client.get(file_path)
+    assert late.status_code == 410 and "Email me a code" in late.content.decode()
