@@ -143,3 +143,28 @@ def test_a_result_that_is_not_json_still_gets_an_overview(clock, mixpanel, make_
     files, _dsr = retrieve(clock, mixpanel, make_request, staff_actor, {"notes.txt": b"plain text"})
     assert "main-app/notes.txt" in files["index.html"].decode()
     assert "not JSON" in files["readable/main-app--notes-1.html"].decode()
+
+
+def test_a_request_across_two_projects_gets_one_overview_of_both(clock, mixpanel, make_request, staff_actor, project):
+    from datetime import date
+
+    from gdpr_requests.models import MixpanelProject
+
+    other = MixpanelProject.objects.create(
+        name="Web shop",
+        mixpanel_project_id="2",
+        project_token="tok2",
+        oauth_token="oauth2",
+        token_expires_on=date(2027, 1, 1),
+        base_url_override=project.base_url_override,
+    )
+    mixpanel.statuses["task-0002"] = ["PENDING", "SUCCESS"]
+    mixpanel.result_body = make_zip({"events.json": json.dumps(EVENTS).encode()})
+    dsr = approve(make_request, staff_actor, kind="access", projects=[project, other])
+    drive(clock)
+    files = archive_of(dsr)
+    index = files["index.html"].decode()
+    assert "<li>Main app</li><li>Web shop</li>" in index
+    assert "main-app/events.json" in index and "web-shop/events.json" in index
+    assert {"readable/main-app--events-1.html", "readable/web-shop--events-1.html"} <= set(files)
+    assert sum(name == "index.html" for name in files) == 1
