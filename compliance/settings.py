@@ -76,6 +76,15 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
 ORGANISATION_NAME = env.str("ORGANISATION_NAME", default="Example Ltd")
 PRIVACY_CONTACT_EMAIL = env.str("PRIVACY_CONTACT_EMAIL", default="privacy@example.com")
+# The organisation's privacy notice; the portal links to it, and leaves the sentence out when it is unset.
+PRIVACY_NOTICE_URL = env.str("PRIVACY_NOTICE_URL", default="")
+# What GDPR Art. 15 says a copy of someone's data must come with, in the README.txt and index.html of each access
+# export (requests/readable_export.py). Unset, the export tells the person to ask PRIVACY_CONTACT_EMAIL.
+DSR_ART15_PURPOSES = env.str("DSR_ART15_PURPOSES", default="")
+DSR_ART15_RECIPIENTS = env.str("DSR_ART15_RECIPIENTS", default="")
+DSR_ART15_RETENTION = env.str("DSR_ART15_RETENTION", default="")
+DSR_ART15_SOURCE = env.str("DSR_ART15_SOURCE", default="")
+DSR_ART15_COMPLAINT = env.str("DSR_ART15_COMPLAINT", default="")
 
 INSTALLED_APPS = [
     # The stock admin with our site class (the staff overview on the index): gdpr_requests/admin_config.py.

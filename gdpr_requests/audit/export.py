@@ -7,10 +7,12 @@ JSON Lines: a header line, one line per event with the fields of ``audit.event_r
     {"sequence":1,"occurred_at":"...","actor_type":"system",...,"prev_hash":"000...","hash":"..."}
     {"record_type":"footer","count":1,"last_hash":"..."}
 
-CSV: a ``# ...`` comment row (chain head, filters), the column names, one row per event, and a ``# end ...``
-row with the count and the last hash. The payload cell is the database's own one-line JSON text (PostgreSQL
-writes ``{"a": 1, "b": "x"}``): re-encoding it in Python would cost more than the rest of the export together.
-Text cells that a spreadsheet would take for a formula (``=``, ``+``, ``-``, ``@``, tab, CR) get a leading ``'``.
+CSV: a plain table for spreadsheets, the column names first and one row per event. The payload's common keys
+(``from``, ``to``, ``method``...: PAYLOAD_COLUMNS, read out by the database) get columns of their own;
+``payload_json`` keeps the whole payload as the database's one-line JSON text. Text cells that a spreadsheet would take for a formula (``=``,
+``+``, ``-``, ``@``, tab, CR) get a leading ``'``. What the JSON Lines header and footer say (chain head,
+filters, count, last hash) goes into a companion manifest (``export_manifest``, or the ``manifest`` dict that
+``export_lines`` fills as it streams), so that no comment row is read as data.
 
 The export is built for a million events: rows come from ``values_list(...).iterator()`` as tuples (no model
 instances), the payload comes from the database as JSON text and is pasted into the line as it is, and text is
@@ -30,6 +32,7 @@ from typing import Any
 
 from django.db import connections
 from django.db.models import F, Func, Q, QuerySet, TextField
+from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 from django.utils import timezone
 
@@ -41,7 +44,7 @@ ROWS_PER_CHUNK = 1000
 # Rows fetched from the database per round trip (a server-side cursor on PostgreSQL).
 FETCH_SIZE = 5000
 
-CSV_COLUMNS = (
+_EVENT_COLUMNS = (
     "sequence",
     "occurred_at",
     "actor_type",
@@ -49,10 +52,22 @@ CSV_COLUMNS = (
     "actor_label",
     "action",
     "request_reference",
-    "payload",
-    "prev_hash",
-    "hash",
 )
+# Payload keys that many actions share, as (column, key): the readable part of a payload in a spreadsheet.
+PAYLOAD_COLUMNS = (
+    ("from", "from"),
+    ("to", "to"),
+    ("method", "method"),
+    ("channel", "channel"),
+    ("kind", "kind"),
+    ("regulation", "regulation"),
+    ("status", "status"),
+    ("task_id", "task_id"),
+    ("project_pk", "project_pk"),
+    ("count", "count"),
+    ("why", "why"),
+)
+CSV_COLUMNS = (*_EVENT_COLUMNS, *(column for column, _key in PAYLOAD_COLUMNS), "payload_json", "prev_hash", "hash")
 # A spreadsheet treats a cell starting with one of these as a formula (CSV injection); "" is the first
 # character of an empty cell, which is safe.
 _FORMULA_START = frozenset({"=", "+", "-", "@", "\t", "\r"})
@@ -61,7 +76,7 @@ _JSONL_EVENT = (
     '{"sequence":%d,"occurred_at":"%s","actor_type":%s,"actor_id":%s,"actor_label":%s,"action":%s,'
     '"request_reference":%s,"payload":%s,"prev_hash":%s,"hash":%s}\n'
 )
-_CSV_EVENT = '%d,%s,"%s","%s","%s","%s","%s","%s","%s","%s"\r\n'
+_CSV_EVENT = '%d,%s,"%s","%s","%s","%s","%s",%s,"%s","%s","%s"\r\n'
 
 
 class ExportError(ValueError):
@@ -116,8 +131,12 @@ class _UtcIsoText(Func):
         )
 
 
-def _rows(events: QuerySet[AuditEvent]) -> Iterator[tuple[Any, ...]]:
-    """Event rows as tuples in RECORD_FIELDS order, with ``occurred_at`` and ``payload`` as JSON-ready text."""
+def _rows(events: QuerySet[AuditEvent], *, payload_keys: tuple[str, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """Event rows as tuples in RECORD_FIELDS order, with ``occurred_at`` and ``payload`` as JSON-ready text.
+
+    ``payload_keys``: values of these payload keys, read by the database (``->>`` on PostgreSQL), come after
+    the payload and before the hashes (None where a payload lacks the key).
+    """
     on_postgresql = connections[events.db].vendor == "postgresql"
     # The payload as the database's own JSON text: parsing it and dumping it again is most of the cost of a
     # naive export. It is valid JSON with the same values, which is all the HMAC (over canonical JSON) needs.
@@ -126,6 +145,7 @@ def _rows(events: QuerySet[AuditEvent]) -> Iterator[tuple[Any, ...]]:
         .annotate(
             payload_text=Cast("payload", output_field=TextField()),
             occurred_text=_UtcIsoText("occurred_at") if on_postgresql else F("occurred_at"),
+            **{f"payload_key_{index}": KeyTextTransform(key, "payload") for index, key in enumerate(payload_keys)},
         )
         .values_list(
             "sequence",
@@ -136,6 +156,7 @@ def _rows(events: QuerySet[AuditEvent]) -> Iterator[tuple[Any, ...]]:
             "action",
             "request_reference",
             "payload_text",
+            *(f"payload_key_{index}" for index in range(len(payload_keys))),
             "prev_hash",
             "hash",
         )
@@ -173,6 +194,20 @@ def _jsonl_chunk(chunk: list[tuple[Any, ...]]) -> str:
     )
 
 
+_PAYLOAD_KEYS = tuple(key for _column, key in PAYLOAD_COLUMNS)
+
+
+def _payload_cell(value: Any) -> str:
+    """A payload value the database read out (text; a number on SQLite), as a quoted, formula-escaped cell."""
+    if value is None:
+        return '""'
+    if not isinstance(value, str):
+        value = str(value)
+    if value[:1] in _FORMULA_START:
+        value = "'" + value
+    return '"' + value.replace('"', '""') + '"'
+
+
 def _csv_chunk(chunk: list[tuple[Any, ...]]) -> str:
     # Formatted by hand: csv.writer spent three times longer deciding how to quote each cell. Every text cell
     # is quoted (RFC 4180 allows it), so commas, quotes and line breaks inside values need no test. The
@@ -190,11 +225,12 @@ def _csv_chunk(chunk: list[tuple[Any, ...]]) -> str:
                 (actor_label if actor_label[:1] not in danger else "'" + actor_label).replace('"', '""'),
                 (action if action[:1] not in danger else "'" + action).replace('"', '""'),
                 (reference if reference[:1] not in danger else "'" + reference).replace('"', '""'),
+                ",".join([_payload_cell(value) for value in keys]),
                 payload.replace('"', '""'),
                 prev_hash.replace('"', '""'),
                 hash_.replace('"', '""'),
             )
-            for seq, at, actor_type, actor_id, actor_label, action, reference, payload, prev_hash, hash_ in chunk
+            for seq, at, actor_type, actor_id, actor_label, action, reference, payload, *keys, prev_hash, hash_ in chunk
         ]
     )
 
@@ -214,16 +250,61 @@ def export_lines(
     action: str = "",
     reference: str = "",
     actor: str = "",
+    upto: int | None = None,
+    manifest: dict[str, Any] | None = None,
 ) -> Iterator[str]:
     """Stream the audit trail (or the part the filters select) as text chunks of about a thousand events.
 
-    The export stops at the chain head read when it starts, so events appended meanwhile do not make the
-    footer disagree with the header. Raises ExportError for an unknown format or an inverted date range.
+    The export stops at the chain head read when it starts (or at event ``upto`` when that is earlier), so
+    events appended meanwhile do not make the footer disagree with the header. ``manifest``, when given, is
+    filled with what export_manifest describes (count and last hash once the stream is done). Raises
+    ExportError for an unknown format or an inverted date range.
     """
+    events, facts = _scope(fmt, since=since, until=until, action=action, reference=reference, actor=actor, upto=upto)
+    if manifest is not None:
+        manifest.update(facts)
+    return _generate(fmt, events, facts, manifest)
+
+
+def export_manifest(
+    *,
+    fmt: str,
+    since: date | None = None,
+    until: date | None = None,
+    action: str = "",
+    reference: str = "",
+    actor: str = "",
+    upto: int | None = None,
+) -> dict[str, Any]:
+    """What an export with the same arguments holds, without the rows: the companion of a CSV export.
+
+    The chain head, the filters, the hash before the first event, the count of events and the last hash: with
+    ``upto`` (the chain head sequence the export was made at) it describes exactly the rows of that export.
+    """
+    events, facts = _scope(fmt, since=since, until=until, action=action, reference=reference, actor=actor, upto=upto)
+    last = events.order_by("-sequence").values_list("hash", flat=True).first()
+    return {**facts, "count": events.count(), "last_hash": last or facts["start_prev_hash"]}
+
+
+def _scope(
+    fmt: str,
+    *,
+    since: date | None,
+    until: date | None,
+    action: str,
+    reference: str,
+    actor: str,
+    upto: int | None,
+) -> tuple[QuerySet[AuditEvent], dict[str, Any]]:
     if fmt not in FORMATS:
         raise ExportError(f"Unknown export format {fmt!r}: use one of {', '.join(FORMATS)}.")
+    if upto is not None and upto < 0:
+        raise ExportError("The last sequence number cannot be negative.")
     events = filtered_events(since=since, until=until, action=action, reference=reference, actor=actor)
     head_sequence, head_hash = audit.chain_head()
+    if upto is not None and upto < head_sequence:
+        head_sequence = upto
+        head_hash = AuditEvent.objects.filter(sequence=upto).values_list("hash", flat=True).first() or ""
     events = events.filter(sequence__lte=head_sequence)
     filters = {
         "since": since.isoformat() if since else None,
@@ -235,30 +316,32 @@ def export_lines(
     # Filtering on anything but dates leaves gaps, so a verifier can check each event but not the links.
     filtered = bool(action or reference or actor)
     start_prev_hash = events.order_by("sequence").values_list("prev_hash", flat=True).first() or audit.GENESIS_HASH
-    return _generate(fmt, events, filters, filtered, start_prev_hash, head_sequence, head_hash)
+    facts = {
+        "record_type": "manifest",
+        "format": fmt,
+        "exported_at": timezone.now().astimezone(UTC).isoformat(timespec="seconds"),
+        "filters": filters,
+        "filtered": filtered,
+        "start_prev_hash": start_prev_hash,
+        "chain_head": {"sequence": head_sequence, "hash": head_hash},
+    }
+    if fmt == "csv":
+        facts["columns"] = list(CSV_COLUMNS)
+    return events, facts
+
+
+def manifest_text(manifest: dict[str, Any]) -> str:
+    return json.dumps(manifest, indent=2) + "\n"
 
 
 def _generate(
-    fmt: str,
-    events: QuerySet[AuditEvent],
-    filters: dict[str, Any],
-    filtered: bool,
-    start_prev_hash: str,
-    head_sequence: int,
-    head_hash: str,
+    fmt: str, events: QuerySet[AuditEvent], facts: dict[str, Any], manifest: dict[str, Any] | None
 ) -> Iterator[str]:
     count = 0
-    last_hash = start_prev_hash
-    exported_at = timezone.now().astimezone(UTC).isoformat(timespec="seconds")
+    last_hash = facts["start_prev_hash"]
     if fmt == "jsonl":
-        header = {
-            "record_type": "header",
-            "exported_at": exported_at,
-            "filters": filters,
-            "filtered": filtered,
-            "start_prev_hash": start_prev_hash,
-            "chain_head": {"sequence": head_sequence, "hash": head_hash},
-        }
+        header = {"record_type": "header", **{k: facts[k] for k in ("exported_at", "filters", "filtered")}}
+        header |= {"start_prev_hash": facts["start_prev_hash"], "chain_head": facts["chain_head"]}
         yield json.dumps(header, separators=(",", ":")) + "\n"
         for chunk in _chunks(_rows(events)):
             count += len(chunk)
@@ -267,22 +350,13 @@ def _generate(
         yield (
             json.dumps({"record_type": "footer", "count": count, "last_hash": last_hash}, separators=(",", ":")) + "\n"
         )
-        return
-
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    described = "; ".join(f"{name}={value}" for name, value in filters.items() if value) or "none"
-    writer.writerow(
-        [
-            f"# audit trail export; exported_at {exported_at}; chain_head sequence {head_sequence} hash {head_hash}; "
-            f"filters {described}; filtered {str(filtered).lower()}; start_prev_hash {start_prev_hash}"
-        ]
-    )
-    writer.writerow(CSV_COLUMNS)
-    yield _take(buffer)
-    for chunk in _chunks(_rows(events)):
-        count += len(chunk)
-        last_hash = chunk[-1][-1]
-        yield _csv_chunk(chunk)
-    writer.writerow([f"# end; count {count}; last_hash {last_hash}"])
-    yield buffer.getvalue()
+    else:
+        buffer = io.StringIO()
+        csv.writer(buffer).writerow(CSV_COLUMNS)
+        yield _take(buffer)
+        for chunk in _chunks(_rows(events, payload_keys=_PAYLOAD_KEYS)):
+            count += len(chunk)
+            last_hash = chunk[-1][-1]
+            yield _csv_chunk(chunk)
+    if manifest is not None:
+        manifest.update(count=count, last_hash=last_hash)

@@ -1,5 +1,6 @@
 """The download step of a retrieval: fetch the result link at once from an allowed host, check it
-(mixpanel/archive.py), and store it as the request's export, one folder per project in one ZIP."""
+(mixpanel/archive.py), and store it as the request's export, one folder per project in one ZIP, with the
+readable overview (index.html, README.txt, one HTML page per data file: requests/readable_export.py)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from gdpr_requests.pipeline.outcomes import begin_attempt, give_up, retry_later
 from gdpr_requests.pipeline.queries import live_requests, project_folder
 from gdpr_requests.pipeline.settling import settle_now
 from gdpr_requests.pipeline.task_updates import finish_step, task_audit
-from gdpr_requests.requests import exports
+from gdpr_requests.requests import exports, readable_export
 
 logger = logging.getLogger("gdpr_requests.pipeline")
 
@@ -134,7 +135,11 @@ def _merge_into_export(request: DataSubjectRequest, folder: str, data: bytes) ->
             try:
                 with exports.export_open(existing) as handle, zipfile.ZipFile(handle) as previous:
                     for info in previous.infolist():
-                        if not info.filename.startswith(prefix) and not info.is_dir():
+                        if (
+                            not info.filename.startswith(prefix)
+                            and not info.is_dir()
+                            and not readable_export.is_generated(info.filename)
+                        ):
                             _copy_member(previous, info, target, info.filename)
             except (OSError, zipfile.BadZipFile):
                 logger.warning("earlier export of a request could not be read; replacing it")
@@ -145,6 +150,14 @@ def _merge_into_export(request: DataSubjectRequest, folder: str, data: bytes) ->
                         _copy_member(source, info, target, prefix + info.filename.lstrip("/"))
         else:
             target.writestr(prefix + "data.json", data)
+    # Made again from every project's files, so the overview covers all of them.
+    with zipfile.ZipFile(output, "a", compression=zipfile.ZIP_DEFLATED) as target:
+        facts = readable_export.ExportFacts(
+            reference=request.reference,
+            projects=list(request.projects.order_by("name").values_list("name", flat=True)),
+            prepared_at=timezone.now(),
+        )
+        readable_export.add_readable_files(target, facts)
     return output.getvalue()
 
 

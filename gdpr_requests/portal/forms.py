@@ -146,6 +146,8 @@ class DataRequestForm(PortalForm):
         "message": "message",
     }
     rate_limit_action = "submit"
+    # The order the page shows the fields in, which the error summary follows.
+    field_order = ["kind", "name", "email", "residence", "disclosure_type", "distinct_ids", "message"]
 
     name = forms.CharField(
         label=gettext_lazy("Your full name"),

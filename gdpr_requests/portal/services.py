@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from gdpr_requests.audit.chain import Actor, Entry, audit_record, audit_record_many
@@ -22,7 +23,7 @@ from gdpr_requests.notifications.outbox import notify_after_commit, notify_many_
 from gdpr_requests.portal.group_commit import GroupCommitter
 from gdpr_requests.requests import services, states
 
-# Resending links covers at most this many open requests of one person (a person has one or two).
+# Resending links covers at most this many requests of one person (a person has one or two).
 RESEND_MAX_REQUESTS = 5
 
 
@@ -162,22 +163,33 @@ def _submit_batch(pending: Sequence[DataSubjectRequest]) -> list[Submission]:
 _intake: GroupCommitter[DataSubjectRequest, Submission] = GroupCommitter(submit_batch, max_batch=50)
 
 
-def request_resend_links(*, email: str) -> int:
-    """Queue fresh links for the open requests of this email. Returns how many.
+def resend_candidates(*, hashed: str) -> list[DataSubjectRequest]:
+    """The requests of an email hash whose status page a new link would still open, most recent first.
 
-    Unverified requests get a new confirmation link, the others a new status link. The new links are made
-    when the email goes out (notifications.outbox), and the older ones stop working then: a stranger who asks
-    for someone's links cannot revoke the ones that person holds without the new ones reaching them. Nothing
-    tells the caller whether the email was known: the view shows the same page either way.
+    Open requests, and closed ones whose page is still worth reaching (closed less than DSR_STATUS_LINK_DAYS
+    ago, personal data not yet purged): a completed access request's page is where its file is downloaded.
+    """
+    since = timezone.now() - timedelta(days=settings.DSR_STATUS_LINK_DAYS)
+    return list(
+        DataSubjectRequest.objects.filter(email_hash=hashed, purged_at__isnull=True)
+        .filter(Q(status__in=states.OPEN_STATES) | Q(closed_at__gte=since))
+        .order_by("-received_at", "-pk")[:RESEND_MAX_REQUESTS]
+    )
+
+
+def request_resend_links(*, email: str) -> int:
+    """Queue fresh links for the requests of this email still reachable by link. Returns how many.
+
+    Unverified requests get a new confirmation link, the others a new status link (which also leads to a
+    completed access request's download). The new links are made when the email goes out
+    (notifications.outbox), and the older ones stop working then: a stranger who asks for someone's links
+    cannot revoke the ones that person holds without the new ones reaching them. Nothing tells the caller
+    whether the email was known: the view shows the same page either way.
     """
     hashed = email_hash(email)
     sent = 0
     with transaction.atomic():
-        matches = list(
-            DataSubjectRequest.objects.filter(email_hash=hashed, status__in=states.OPEN_STATES).order_by(
-                "-received_at"
-            )[:RESEND_MAX_REQUESTS]
-        )
+        matches = resend_candidates(hashed=hashed)
         for dsr in matches:
             event = audit_record(
                 action="request.links_resent",

@@ -10,6 +10,8 @@ app_name = "portal"
 
 urlpatterns = [
     path("", portal.home, name="home"),
+    # Browsers ask for /favicon.ico whatever the page says; the icon is the static SVG.
+    path("favicon.ico", portal.favicon),
     path("request/", portal.request_form, name="request"),
     path("request/sent/", portal.request_sent, name="request_sent"),
     path("link/", portal.resend_link, name="resend"),
@@ -21,4 +23,6 @@ urlpatterns = [
     path("download/<str:token>/code/", portal.download_code, name="download_code"),
     # The language switcher: Django's set_language (a cookie); URLs carry no language prefix.
     path("i18n/setlang/", portal.set_language, name="set_language"),
+    path("download/<str:token>/started/", portal.download_started, name="download_started"),
+    path("download/<str:token>/file/", portal.download_file, name="download_file"),
 ]

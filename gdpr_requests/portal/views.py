@@ -9,22 +9,26 @@ from them whether an address is known.
 from __future__ import annotations
 
 import functools
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 from django.conf import settings
-from django.http import FileResponse, HttpRequest, HttpResponse
+from django.core import signing
+from django.core.cache import cache
+from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import redirect, render
+from django.templatetags.static import static
 from django.urls import reverse
-from django.utils import translation
+from django.utils import timezone, translation
 from django.utils.cache import add_never_cache_headers
 from django.utils.decorators import decorator_from_middleware
 from django.utils.formats import date_format
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy, ngettext, pgettext, pgettext_lazy
+from django.utils.translation import gettext_lazy, pgettext, pgettext_lazy
 from django.views import i18n
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
@@ -118,6 +122,14 @@ def _link_status(reason: str) -> int:
 
 
 # --- Start page and form ----------------------------------------------------------------------------
+@require_safe
+def favicon(request: HttpRequest) -> HttpResponse:
+    """Browsers ask for /favicon.ico whatever the page links to: send them to the static SVG icon."""
+    response = HttpResponsePermanentRedirect(static("gdpr_requests/favicon.svg"))
+    response["Cache-Control"] = "public, max-age=86400"
+    return response
+
+
 @require_safe
 def home(request: HttpRequest) -> HttpResponse:
     return render(request, "portal/home.html")
@@ -244,6 +256,21 @@ def _public_reason(reason: str, dsr: DataSubjectRequest) -> str:
     return _("We have already started carrying out this request, so it can no longer be withdrawn.")
 
 
+def _verified_title(dsr: DataSubjectRequest) -> str:
+    """Staff may confirm who the requester is (e.g. a request by letter): then no email address was confirmed."""
+    verification = (
+        AuditEvent.objects.filter(request_reference=dsr.reference, action="request.verify")
+        .order_by("-sequence")
+        .values_list("actor_type", "payload")
+        .first()
+    )
+    if verification is not None:
+        actor_type, payload = verification
+        if actor_type == "staff" or (isinstance(payload, dict) and payload.get("method") == "staff"):
+            return _("Identity confirmed by our staff")
+    return _("Email address confirmed")
+
+
 def public_timeline(dsr: DataSubjectRequest) -> list[Step]:
     """The steps a subject sees, from the request's fields and its audit events (no internal detail)."""
     times = dict(
@@ -259,7 +286,7 @@ def public_timeline(dsr: DataSubjectRequest) -> list[Step]:
     steps = [Step(_("Request received"), "done", dsr.received_at)]
 
     if dsr.verified_at:
-        steps.append(Step(_("Email address confirmed"), "done", dsr.verified_at))
+        steps.append(Step(_verified_title(dsr), "done", dsr.verified_at))
     elif status == states.UNVERIFIED:
         steps.append(
             Step(
@@ -403,13 +430,16 @@ def _download_page(
     form: DownloadCodeForm | None,
     status: int = 200,
     notice: str = "",
+    code_sent: bool | None = None,
 ) -> HttpResponse:
+    if code_sent is None:
+        code_sent = request.GET.get("sent") == "1" or form is not None
     context = {
         "dsr": dsr,
         "export": export,
         "token": token,
         "form": form or DownloadCodeForm(),
-        "code_sent": request.GET.get("sent") == "1" or form is not None,
+        "code_sent": code_sent,
         "notice": notice,
         "file_description": _file_description(export),
         "is_json": export.content_type == "application/json",
@@ -455,29 +485,144 @@ def download(request: HttpRequest, token: str) -> HttpResponse:
     if not form.is_valid():
         return _download_page(request, dsr, export, token, form=form, status=400)
     try:
-        handle = exports.export_open(export)
+        # A file gone from disk gets its page before a code is spent on it.
+        exports.export_open(export).close()
     except FileNotFoundError:
         return _gone(request, dsr)
     result = download_codes.export_download_authorise(export=export, code=form.cleaned_data["code"])
-    if result != download_codes.CodeResult.OK:
-        handle.close()
-        message = {
-            download_codes.CodeResult.WRONG: _("That code is not right. Check the latest email from us and try again."),
-            download_codes.CodeResult.LOCKED: _(
-                "That code was entered wrongly too many times, so it no longer works. Ask for a new code below."
+    if result == download_codes.CodeResult.OK:
+        # Post/redirect/get: the page the person sees next says the download started, instead of the form
+        # (with its earlier error) staying on screen while the browser saves the file.
+        export.refresh_from_db()
+        started = reverse("portal:download_started", args=[token])
+        return redirect(f"{started}?ticket={_make_ticket(export)}", permanent=False)
+    # Each message says what to do next. "Ask for a new code" points at step 1's button, whose label says
+    # "Email me a code" when no code is waiting.
+    message, code_waiting = {
+        download_codes.CodeResult.WRONG: (
+            _("That code is not right. Check the code in the latest email from us and type it again."),
+            True,
+        ),
+        download_codes.CodeResult.LOCKED: (
+            _(
+                "That code was entered wrongly too many times, so it no longer works. "
+                "Use \u201cEmail me a code\u201d above to get a new one."
             ),
-            download_codes.CodeResult.EXPIRED: ngettext(
-                "That code has expired (codes work for %(minutes)d minute). Ask for a new code below.",
-                "That code has expired (codes work for %(minutes)d minutes). Ask for a new code below.",
-                _code_minutes(),
+            False,
+        ),
+        download_codes.CodeResult.EXPIRED: (
+            _(
+                "That code has expired (codes work for %(minutes)s minutes). "
+                "Use \u201cEmail me a code\u201d above to get a new one."
             )
             % {"minutes": _code_minutes()},
-            download_codes.CodeResult.NO_CODE: _("Ask for a code first: we send it to your email address."),
-        }.get(result)
-        if message is None:
-            return _gone(request, dsr)
-        form.add_error("code", message)
-        return _download_page(request, dsr, export, token, form=form, status=400)
+            False,
+        ),
+        download_codes.CodeResult.NO_CODE: (
+            _(
+                "That code has already been used, or no code is waiting. Each code works once: "
+                "use \u201cEmail me a code\u201d above to get a new one."
+            ),
+            False,
+        ),
+    }.get(result, ("", False))
+    if not message:
+        return _gone(request, dsr)
+    form.add_error("code", message)
+    return _download_page(request, dsr, export, token, form=form, status=400, code_sent=code_waiting)
+
+
+# A download ticket lets the browser fetch the file with a GET right after the code was accepted (the
+# "download started" page points at it). It is signed, bound to the export and to the download it counted,
+# short-lived, and used once (the shared cache remembers used ones).
+TICKET_SALT = "gdpr_requests.portal.download-ticket"
+TICKET_SECONDS = 300
+
+
+def _make_ticket(export: SubjectExport) -> str:
+    return signing.dumps({"e": export.pk, "n": export.download_count, "x": secrets.token_urlsafe(12)}, salt=TICKET_SALT)
+
+
+def _read_ticket(export: SubjectExport, ticket: str) -> str | None:
+    """The ticket's one-time key when it is genuine, recent and for this export's latest download."""
+    try:
+        data = signing.loads(ticket, salt=TICKET_SALT, max_age=TICKET_SECONDS)
+    except signing.BadSignature:
+        return None
+    if not isinstance(data, dict) or data.get("e") != export.pk or data.get("n") != export.download_count:
+        return None
+    return f"portal:download-ticket:{data.get('x')}"
+
+
+def _ticket_unused(key: str) -> bool:
+    return cache.get(key) is None
+
+
+def _ticket_use(key: str) -> bool:
+    return cache.add(key, 1, timeout=TICKET_SECONDS * 2)
+
+
+@no_referrer_csrf
+@token_page
+@require_safe
+def download_started(request: HttpRequest, token: str) -> HttpResponse:
+    """Says the download started, and starts it (a Refresh header: the page works without scripts)."""
+    target = _open_download_link(request, token)
+    if isinstance(target, HttpResponse):
+        return target
+    dsr, export = target
+    key = _read_ticket(export, request.GET.get("ticket", ""))
+    if key is None:  # an old or edited address: no download started, so the page would be untrue
+        return redirect("portal:download", token=token)
+    file_path = ""
+    if _ticket_unused(key):
+        file_path = f"{reverse('portal:download_file', args=[token])}?ticket={request.GET['ticket']}"
+    context = {
+        "dsr": dsr,
+        "export": export,
+        "token": token,
+        "file_path": file_path,
+        "days_left": max(0, (export.expires_at - timezone.now()).days) if export.expires_at else None,
+    }
+    response = render(request, "portal/download_started.html", context)
+    if file_path:
+        response["Refresh"] = f"0; url={file_path}"
+    return response
+
+
+@no_referrer_csrf
+@token_page
+@require_safe
+def download_file(request: HttpRequest, token: str) -> HttpResponse:
+    """Stream the file for a ticket from the "download started" page (once; the code counted the download)."""
+    target = _open_download_link(request, token)
+    if isinstance(target, HttpResponse):
+        return target
+    dsr, export = target
+    key = _read_ticket(export, request.GET.get("ticket", ""))
+    if key is None or not _ticket_unused(key):
+        return _download_page(
+            request,
+            dsr,
+            export,
+            token,
+            form=None,
+            status=410,
+            notice=_(
+                "That download link has been used or has expired. To download the file again, "
+                "use \u201cEmail me a code\u201d below and enter the new code."
+            ),
+        )
+    try:
+        handle = exports.export_open(export)
+    except FileNotFoundError:
+        return _gone(request, dsr)
+    if request.method == "HEAD":
+        handle.close()
+        return HttpResponse(content_type=export.content_type or "application/octet-stream")
+    if not _ticket_use(key):
+        handle.close()
+        return redirect("portal:download", token=token)
     extension = "json" if export.content_type == "application/json" else "zip"
     return FileResponse(
         handle,

@@ -218,9 +218,9 @@ def percentile(values: list[float] | list[int], fraction: float) -> float | None
 
 
 def default_period(today: date | None = None) -> tuple[date, date]:
-    """The last three calendar months up to today."""
+    """The current calendar quarter, from its first day up to today (the period auditors report on)."""
     today = today or timezone.localdate()
-    start = states.add_months(today.replace(day=1), -2)
+    start = today.replace(month=(today.month - 1) // 3 * 3 + 1, day=1)
     return start, today
 
 
@@ -250,7 +250,11 @@ def make_buckets(start: date, end: date, granularity: str) -> list[Bucket]:
             last = cursor + timedelta(days=6)
             buckets.append(
                 Bucket(
-                    f"{year}-W{week:02d}", f"{year}-W{week:02d} ({cursor:%d %b})", max(cursor, start), min(last, end)
+                    f"{year}-W{week:02d}",
+                    f"{year}-W{week:02d} ({cursor:%d %b})",
+                    max(cursor, start),
+                    min(last, end),
+                    short_label=f"{cursor:%-d %b}",
                 )
             )
             cursor += timedelta(days=7)
@@ -260,7 +264,11 @@ def make_buckets(start: date, end: date, granularity: str) -> list[Bucket]:
             following = states.add_months(cursor, 1)
             buckets.append(
                 Bucket(
-                    f"{cursor:%Y-%m}", f"{cursor:%b %Y}", max(cursor, start), min(following - timedelta(days=1), end)
+                    f"{cursor:%Y-%m}",
+                    f"{cursor:%b %Y}",
+                    max(cursor, start),
+                    min(following - timedelta(days=1), end),
+                    short_label=f"{cursor:%b %Y}",
                 )
             )
             cursor = following

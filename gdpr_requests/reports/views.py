@@ -26,7 +26,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from gdpr_requests.audit.export import FORMATS, ExportError, export_lines
+from gdpr_requests.audit import chain as audit_chain
+from gdpr_requests.audit.export import FORMATS, ExportError, export_lines, export_manifest, manifest_text
 from gdpr_requests.models import AuditEvent, DataSubjectRequest
 from gdpr_requests.reports import (
     EvidenceNotFound,
@@ -47,6 +48,8 @@ from gdpr_requests.reports.pdf import (
 from gdpr_requests.reports.summary import GRANULARITIES, MONTH, PeriodError, default_period, validate_period
 
 REPORT_GROUPS = ("Auditors", "Privacy staff")
+# The only format an <input type="date"> accepts (the locale's "01/10/2026" would leave the box empty).
+ISO_DATE = "%Y-%m-%d"
 
 
 def can_read_reports(user: Any) -> bool:
@@ -91,8 +94,12 @@ def index(request: HttpRequest) -> HttpResponse:
 
 # --- Audit trail export -------------------------------------------------------------------------------
 class ExportForm(forms.Form):
-    since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), label="From (included)")
-    until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), label="To (included)")
+    since = forms.DateField(
+        required=False, widget=forms.DateInput(attrs={"type": "date"}, format=ISO_DATE), label="From (included)"
+    )
+    until = forms.DateField(
+        required=False, widget=forms.DateInput(attrs={"type": "date"}, format=ISO_DATE), label="To (included)"
+    )
     action = forms.CharField(
         required=False,
         max_length=64,
@@ -103,6 +110,9 @@ class ExportForm(forms.Form):
         required=False, max_length=150, help_text="A username, a system component, or a type (staff, system...)."
     )
     format = forms.ChoiceField(choices=[("csv", "CSV (spreadsheets)"), ("jsonl", "JSON Lines (verifiable)")])
+    # The chain head when the form was shown: the export and its manifest, downloaded one after the other,
+    # then cover the same events (each download adds its own event to the trail).
+    upto = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
 
     def clean_reference(self) -> str:
         value = self.cleaned_data["reference"].strip()
@@ -128,7 +138,8 @@ CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjso
 def audit_trail(request: HttpRequest) -> HttpResponse:
     """The export form; with ``format`` in the query, the streamed export itself."""
     if "format" not in request.GET:
-        return _no_store(render(request, "reports/audit_trail.html", {"form": ExportForm(), **_action_hints()}))
+        form = ExportForm(initial={"upto": audit_chain.chain_head()[0]})
+        return _no_store(render(request, "reports/audit_trail.html", {"form": form, **_action_hints()}))
     form = ExportForm(request.GET)
     if not form.is_valid():
         return _no_store(render(request, "reports/audit_trail.html", {"form": form, **_action_hints()}, status=400))
@@ -142,14 +153,26 @@ def audit_trail(request: HttpRequest) -> HttpResponse:
         "actor": data["actor"].strip(),
     }
     scope = {name: value.isoformat() if isinstance(value, date) else (value or None) for name, value in filters.items()}
-    report_record_access(user=request.user, report="audit_trail", fmt=fmt, scope=scope)
+    want_manifest = request.GET.get("manifest") == "1"
+    stamp = timezone.localtime().strftime("%Y%m%d-%H%M%S")
+    report_record_access(
+        user=request.user, report="audit_trail", fmt=f"{fmt}-manifest" if want_manifest else fmt, scope=scope
+    )
+    if want_manifest:
+        try:
+            manifest = export_manifest(fmt=fmt, upto=data["upto"], **filters)
+        except ExportError as exc:
+            form.add_error(None, str(exc))
+            return _no_store(render(request, "reports/audit_trail.html", {"form": form, **_action_hints()}, status=400))
+        response = HttpResponse(manifest_text(manifest), content_type="application/json; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="audit-trail-{stamp}.{fmt}.manifest.json"'
+        return _no_store(response)
     try:
-        chunks = export_lines(fmt=fmt, **filters)
+        chunks = export_lines(fmt=fmt, upto=data["upto"], **filters)
     except ExportError as exc:
         form.add_error(None, str(exc))
         return _no_store(render(request, "reports/audit_trail.html", {"form": form, **_action_hints()}, status=400))
     response = StreamingHttpResponse(chunks, content_type=CONTENT_TYPES[fmt])
-    stamp = timezone.localtime().strftime("%Y%m%d-%H%M%S")
     response["Content-Disposition"] = f'attachment; filename="audit-trail-{stamp}.{fmt}"'
     return _no_store(response)
 
@@ -162,8 +185,8 @@ def _action_hints() -> dict[str, Any]:
 
 # --- Compliance summary -------------------------------------------------------------------------------
 class SummaryForm(forms.Form):
-    start = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}), label="From (included)")
-    end = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}), label="To (included)")
+    start = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}, format=ISO_DATE), label="From (included)")
+    end = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}, format=ISO_DATE), label="To (included)")
     granularity = forms.ChoiceField(choices=[(g, f"per {g}") for g in GRANULARITIES], initial=MONTH, label="Group")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -191,12 +191,33 @@ def test_a_person_gets_a_copy_of_their_data_from_form_to_file(
     with page.expect_download() as caught:
         page.get_by_role("button", name="Download my data").click()
     download = caught.value
+    # The page moves on: it says the download started and until when the file stays, and no old error stays.
+    page.wait_for_url(re.compile(r".*/started/\?ticket="))
+    assert page.get_by_role("heading", level=1).inner_text() == "Your download has started"
+    assert "stays available until" in page.content() and page.locator("[data-error-summary]").count() == 0
+    shots(page, "download-started")
     assert download.suggested_filename == f"{dsr.reference}-your-data.zip"
     saved = shots.folder / download.suggested_filename
     download.save_as(saved)
     with zipfile.ZipFile(io.BytesIO(saved.read_bytes())) as archive:
         names = archive.namelist()
-        assert names and all(name.endswith(".json") for name in names if not name.endswith("/"))
+        assert "index.html" in names and "README.txt" in names
+        data = [name for name in names if not name.endswith("/") and "/" in name and not name.startswith("readable/")]
+        assert data and all(name.endswith(".json") for name in data)
+        index = archive.read("index.html").decode()
+        assert "<script" not in index.lower()
+    # The readable overview opens offline, straight from the unpacked ZIP.
+    unpacked = shots.folder / "unpacked"
+    with zipfile.ZipFile(saved) as archive:
+        archive.extractall(unpacked)
+    reader = browser.new_page()
+    reader.goto((unpacked / "index.html").as_uri())
+    assert reader.get_by_role("heading", level=1).inner_text().startswith("Your data held by")
+    shots(reader, "export-index")
+    reader.get_by_role("link", name="Read").first.click()
+    assert reader.locator("table, dl, pre").count() >= 1
+    shots(reader, "export-page")
+    reader.close()
     export = SubjectExport.objects.get(request=dsr)
     assert export.download_count == 1
     assert AuditEvent.objects.filter(request_reference=dsr.reference, action="export.downloaded").count() == 1

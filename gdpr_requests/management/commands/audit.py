@@ -10,6 +10,7 @@ Django's usual one-line ``CommandError`` (also 1) when the input cannot be read 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
@@ -37,6 +38,11 @@ class Command(CliCommand):
         export.add_argument("--until", type=iso_date, metavar="YYYY-MM-DD", help="Last day (included).")
         export.add_argument("--format", dest="fmt", choices=("jsonl", "csv"), default="jsonl")
         export.add_argument("--output", metavar="FILE", help="Write here instead of stdout (replaced atomically).")
+        export.add_argument(
+            "--manifest",
+            metavar="FILE",
+            help="Also write the export's manifest here (JSON: chain head, filters, count, last hash).",
+        )
         export.add_argument("--action", default="", help="Only this action (a prefix when it ends with '*').")
         export.add_argument("--reference", default="", help="Only events of this request reference.")
         export.add_argument(
@@ -71,7 +77,7 @@ class Command(CliCommand):
         self.stdout.write(result.summary())
 
     def export(self, options: dict[str, Any]) -> None:
-        from gdpr_requests.audit.export import ExportError, export_lines
+        from gdpr_requests.audit.export import ExportError, export_lines, manifest_text
 
         filters = {
             "since": options["since"],
@@ -80,8 +86,9 @@ class Command(CliCommand):
             "reference": options["reference"].strip(),
             "actor": options["actor"].strip(),
         }
+        manifest: dict[str, Any] = {}
         try:
-            chunks = export_lines(fmt=options["fmt"], **filters)
+            chunks = export_lines(fmt=options["fmt"], manifest=manifest, **filters)
         except ExportError as exc:
             raise CommandError(str(exc)) from None
         # Record the export first: the trail shows who took a copy of it and with what filters.
@@ -102,7 +109,15 @@ class Command(CliCommand):
             for chunk in chunks:
                 self.stdout.write(chunk, ending="")
             self.stdout.flush()
-            return
+        else:
+            self._write_atomically(path, chunks)
+            self.stderr.write(f"Exported to {path}.")
+        if options.get("manifest"):
+            # Written once the rows are out: only then are the count and the last hash known.
+            self._write_atomically(options["manifest"], iter([manifest_text(manifest)]))
+            self.stderr.write(f"Manifest written to {options['manifest']}.")
+
+    def _write_atomically(self, path: str, chunks: Iterator[str]) -> None:
         partial = f"{path}.partial"
         try:
             with open(partial, "w", encoding="utf-8", newline="") as handle:
@@ -113,4 +128,3 @@ class Command(CliCommand):
             if os.path.exists(partial):
                 os.unlink(partial)
             raise CommandError(f"Cannot write {path!r}: {exc.strerror or exc}.") from None
-        self.stderr.write(f"Exported to {path}.")

@@ -9,6 +9,7 @@ and document id), so two renders of the same data are byte-identical.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime
 from pathlib import Path
@@ -185,6 +186,45 @@ def para(value: Any, style: ParagraphStyle) -> Paragraph:
     return Paragraph(escape_text(value), style)
 
 
+# Where a code may be broken across lines: after a dot, underscore, slash, colon, equals sign, comma or hyphen.
+_BREAK_POINTS = re.compile(r"(?<=[._/:=,-])")
+
+
+def break_long_tokens(text: str, style: ParagraphStyle, width: float) -> str:
+    """``text`` with line breaks inside any word wider than ``width``, placed after its dots and underscores.
+
+    ReportLab splits a word too wide for its cell at whatever letter the edge falls on ("export.code_reques" /
+    "ted"); a code such as ``export.code_requested`` reads far better broken between its parts. A part that is
+    still too wide is left to ReportLab.
+    """
+
+    def width_of(value: str) -> float:
+        return pdfmetrics.stringWidth(value, style.fontName, style.fontSize)
+
+    def fit(token: str) -> str:
+        if width_of(token) <= width:
+            return token
+        lines: list[str] = []
+        line = ""
+        for part in _BREAK_POINTS.split(token):
+            if line and width_of(line + part) > width:
+                lines.append(line)
+                line = part
+            else:
+                line += part
+        lines.append(line)
+        return "\n".join(lines)
+
+    return " ".join(fit(token) for token in text.split(" "))
+
+
+def cell_para(value: Any, style: ParagraphStyle, width: float) -> Paragraph:
+    """A table cell ``width`` points wide (padding excluded) whose codes wrap at word boundaries."""
+    if isinstance(value, str) and value:
+        value = break_long_tokens(value, style, width)
+    return para(value, style)
+
+
 def markup(template: str, style: ParagraphStyle, **values: Any) -> Paragraph:
     """A Paragraph from our own markup ``template`` with data ``values`` escaped into it."""
     return Paragraph(template.format(**{name: escape_text(value) for name, value in values.items()}), style)
@@ -218,11 +258,21 @@ def data_table(
     cell_style: str = "cell",
 ) -> Table:
     """A data table: bold header repeated on each page, zebra rows, optional highlighted (warning) rows."""
-    data: list[list[Any]] = [[para(title, styles["cell_bold"]) for title in header]]
-    for row in rows:
-        data.append([cell if isinstance(cell, Flowable) else para(cell, styles[cell_style]) for cell in row])
     scale = CONTENT_WIDTH / sum(widths)
-    table = Table(data, colWidths=[w * scale for w in widths], repeatRows=1, hAlign="LEFT")
+    col_widths = [w * scale for w in widths]
+    # The room for text in each column: its width less the 4 pt of padding on either side (set below).
+    room = [w - 8 for w in col_widths]
+    data: list[list[Any]] = [
+        [cell_para(title, styles["cell_bold"], width) for title, width in zip(header, room, strict=False)]
+    ]
+    for row in rows:
+        data.append(
+            [
+                cell if isinstance(cell, Flowable) else cell_para(cell, styles[cell_style], width)
+                for cell, width in zip(row, room, strict=False)
+            ]
+        )
+    table = Table(data, colWidths=col_widths, repeatRows=1, hAlign="LEFT")
     commands: list[tuple[Any, ...]] = [
         TABLE_FONT,
         ("BACKGROUND", (0, 0), (-1, 0), HEADER_FILL),
@@ -248,11 +298,16 @@ def facts_table(
 ) -> Table:
     """A two-column label/value table."""
     mono = mono or set()
+    widths = [CONTENT_WIDTH * 0.28, CONTENT_WIDTH * 0.72]
+    # Less the 6 pt of padding on either side (ReportLab's default).
     data = [
-        [para(label, styles["cell_bold"]), para(value, styles["mono"] if label in mono else styles["cell"])]
+        [
+            cell_para(label, styles["cell_bold"], widths[0] - 12),
+            cell_para(value, styles["mono"] if label in mono else styles["cell"], widths[1] - 12),
+        ]
         for label, value in pairs
     ]
-    table = Table(data, colWidths=[CONTENT_WIDTH * 0.28, CONTENT_WIDTH * 0.72], hAlign="LEFT")
+    table = Table(data, colWidths=widths, hAlign="LEFT")
     table.setStyle(
         TableStyle(
             [

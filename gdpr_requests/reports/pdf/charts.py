@@ -39,6 +39,10 @@ def _nice_step(maximum: float) -> float:
     return 10 * magnitude  # pragma: no cover
 
 
+def _format_value(value: float) -> str:
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
+
+
 def _bar_chart(
     title: str,
     categories: list[str],
@@ -48,7 +52,13 @@ def _bar_chart(
     *,
     stacked: bool,
     unit: str,
+    value_labels: bool = False,
+    empty_note: str = "No data in this period",
 ) -> Drawing:
+    """A bar chart; ``None`` is a missing value (drawn as "no data"), 0 a real zero.
+
+    ``value_labels`` writes each bar's number above it, so a bar of 0 (or a single bar) still reads as a point.
+    """
     register_fonts()
     width, height = CONTENT_WIDTH, 62 * mm
     drawing = Drawing(width, height, initialFontName=FONT, initialFontSize=8)
@@ -92,7 +102,37 @@ def _bar_chart(
     for index, fill in enumerate(fills):
         chart.bars[index].fillColor = fill
         chart.bars[index].strokeColor = None
+    if value_labels:
+        chart.barLabels.fontName = FONT
+        chart.barLabels.fontSize = 6.5
+        chart.barLabels.fillColor = INK
+        chart.barLabels.boxAnchor = "s"
+        chart.barLabels.dy = 2
+        chart.barLabelFormat = "values"
+        # "no data" once per category (over the first series), so two labels never overlap; where the
+        # categories are many and narrow, a dash explained next to the unit.
+        dense = len(categories) > 8
+        missing = "\u2013" if dense else "no data"
+        chart.barLabelArray = [
+            [(_format_value(value) if value is not None else (missing if index == 0 else "")) for value in values]
+            for index, values in enumerate(series)
+        ]
+        if dense and any(value is None for values in series for value in values):
+            unit = f"{unit}   (\u2013 no data)"
     drawing.add(chart)
+    # A labelled 0 is a value worth seeing; an unlabelled 0 (no requests) draws nothing.
+    if not any(value is not None and (value or value_labels) for values in series for value in values):
+        drawing.add(
+            String(
+                chart.x + chart.width / 2,
+                chart.y + chart.height / 2,
+                empty_note,
+                fontName=FONT,
+                fontSize=8,
+                fillColor=MUTED,
+                textAnchor="middle",
+            )
+        )
     drawing.add(String(0, height - 21, unit, fontName=FONT, fontSize=6.5, fillColor=MUTED))
     legend = Legend()
     legend.x, legend.y = width - 118, height - 26
@@ -121,6 +161,7 @@ def volume_chart(summary: ComplianceSummary, which: str) -> Drawing:
         SEGMENT_COLOURS,
         stacked=True,
         unit="requests",
+        empty_note=f"No requests {which} in this period",
     )
 
 
@@ -134,6 +175,8 @@ def days_chart(summary: ComplianceSummary) -> Drawing:
         [MEDIAN_COLOUR, P90_COLOUR],
         stacked=False,
         unit="calendar days",
+        value_labels=True,
+        empty_note="No requests were answered in this period",
     )
 
 

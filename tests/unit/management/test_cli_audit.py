@@ -19,7 +19,7 @@ from django.db import connection, transaction
 from gdpr_requests.audit import chain as audit
 from gdpr_requests.audit import triggers as audit_triggers
 from gdpr_requests.audit.chain import Actor, audit_record
-from gdpr_requests.audit.export import ExportError, export_lines
+from gdpr_requests.audit.export import CSV_COLUMNS, ExportError, export_lines
 from gdpr_requests.models import AuditEvent
 from tests.unit.management.cli_support import refused, run
 
@@ -365,16 +365,16 @@ def test_export_to_stdout():
 
 # --- export as CSV ---------------------------------------------------------------------------------------------
 @pytest.mark.django_db
-def test_csv_export_has_comment_rows_and_escapes_formula_cells(tmp_path):
+def test_csv_export_is_a_plain_table_and_escapes_formula_cells(tmp_path):
     events = _events(3)
     events += _events(1, label='=HYPERLINK("http://x")', reference="")
     events += _events(1, label="+cmd", reference="")
     events += _events(1, label='a, "quoted"\nlabel', reference="")
     path = _export(tmp_path, "--format", "csv", name="trail.csv")
     rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"), newline="")))
-    assert rows[0][0].startswith("# audit trail export")
-    assert f"chain_head sequence 6 hash {events[-1].hash}" in rows[0][0]
-    assert rows[1] == [
+    # The column names first and nothing but events after them: a spreadsheet reads no comment as data.
+    assert rows[0] == list(CSV_COLUMNS)
+    assert rows[0][:7] == [
         "sequence",
         "occurred_at",
         "actor_type",
@@ -382,23 +382,44 @@ def test_csv_export_has_comment_rows_and_escapes_formula_cells(tmp_path):
         "actor_label",
         "action",
         "request_reference",
-        "payload",
-        "prev_hash",
-        "hash",
     ]
-    body = rows[2:-1]
+    assert rows[0][-3:] == ["payload_json", "prev_hash", "hash"]
+    body = [dict(zip(rows[0], row, strict=True)) for row in rows[1:]]
     assert len(body) == 6
-    assert rows[-1] == [f"# end; count 6; last_hash {events[-1].hash}"]
-    assert [row[0] for row in body] == ["1", "2", "3", "4", "5", "6"]
-    assert [row[-1] for row in body] == [e.hash for e in events]
-    assert [row[-2] for row in body] == [e.prev_hash for e in events]
-    assert body[3][4] == '\'=HYPERLINK("http://x")'
-    assert body[4][4] == "'+cmd"
-    assert body[5][4] == 'a, "quoted"\nlabel'
-    assert all(len(row) == 10 for row in body)
-    assert body[0][4] == "system"
-    assert json.loads(body[0][7]) == events[0].payload
-    assert "\n" not in body[0][7]  # one line per event, payload included
+    assert [row["sequence"] for row in body] == ["1", "2", "3", "4", "5", "6"]
+    assert [row["hash"] for row in body] == [e.hash for e in events]
+    assert [row["prev_hash"] for row in body] == [e.prev_hash for e in events]
+    assert body[3]["actor_label"] == '\'=HYPERLINK("http://x")'
+    assert body[4]["actor_label"] == "'+cmd"
+    assert body[5]["actor_label"] == 'a, "quoted"\nlabel'
+    assert body[0]["actor_label"] == "system"
+    assert json.loads(body[0]["payload_json"]) == events[0].payload
+    assert "\n" not in body[0]["payload_json"]  # one line per event, payload included
+
+
+@pytest.mark.django_db
+def test_csv_export_writes_its_manifest_with_the_chain_head_count_and_last_hash(tmp_path):
+    events = _events(3)
+    manifest_path = tmp_path / "trail.manifest.json"
+    path = _export(tmp_path, "--format", "csv", "--manifest", str(manifest_path), name="trail.csv")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    assert manifest["record_type"] == "manifest" and manifest["format"] == "csv"
+    assert manifest["chain_head"] == {"sequence": 3, "hash": events[-1].hash}
+    assert manifest["count"] == 3 and manifest["last_hash"] == events[-1].hash
+    assert manifest["start_prev_hash"] == events[0].prev_hash and manifest["filtered"] is False
+    assert manifest["columns"] == path.read_text(encoding="utf-8").splitlines()[0].split(",")
+
+
+@pytest.mark.django_db
+def test_a_jsonl_export_stays_verifiable_and_can_have_a_manifest_too(tmp_path):
+    _events(2)
+    manifest_path = tmp_path / "m.json"
+    path = _export(tmp_path, "--manifest", str(manifest_path))
+    lines = _jsonl(path)
+    assert lines[0]["record_type"] == "header" and lines[-1]["record_type"] == "footer"
+    assert json.loads(manifest_path.read_text())["count"] == lines[-1]["count"] == 2
+    out, _ = run("audit", "verify", "--file", str(path))
+    assert out.startswith("OK: 2 events")
 
 
 # --- bad input -----------------------------------------------------------------------------------------------------

@@ -83,26 +83,81 @@ def test_the_emailed_code_downloads_the_file_once_and_the_download_is_audited(
     assert export.code_hash and code not in export.code_hash
     assert timezone.now() + timedelta(minutes=14) < export.code_expires_at <= timezone.now() + timedelta(minutes=15)
     response = enter(client, completed_access, f" {code[:3]} {code[3:]} ")
-    assert response.status_code == 200
-    assert response["Content-Disposition"] == f'attachment; filename="{completed_access.reference}-your-data.zip"'
-    assert "no-store" in response["Cache-Control"] and response["Referrer-Policy"] == "no-referrer"
-    assert b"".join(response.streaming_content) == zip_bytes()
+    body = fetch_file(client, response)
+    assert body == zip_bytes()
     export.refresh_from_db()
     assert export.download_count == 1 and export.last_downloaded_at is not None and not export.code_hash
     event = AuditEvent.objects.get(request_reference=completed_access.reference, action="export.downloaded")
     assert event.actor_type == "subject" and event.payload["sha256"] == export.sha256
     # The code is used up: the same code again is refused, and a new code downloads again (counted).
     again = enter(client, completed_access, code)
-    assert again.status_code == 400 and "Ask for a code first" in again.content.decode()
-    assert (
-        enter(
-            client, completed_access, ask_for_code(client, completed_access, django_capture_on_commit_callbacks)
-        ).status_code
-        == 200
-    )
+    assert again.status_code == 400
+    assert enter(client, completed_access, ask_for_code(client, completed_access, django_capture_on_commit_callbacks))[
+        "Location"
+    ]
     export.refresh_from_db()
     assert export.download_count == 2
     assert AuditEvent.objects.filter(action="export.downloaded").count() == 2
+
+
+def fetch_file(client, response) -> bytes:
+    """Follow a successful code entry: the "download started" page, then the file it starts."""
+    assert response.status_code == 302 and "/started/?ticket=" in response["Location"]
+    started = client.get(response["Location"])
+    assert started.status_code == 200
+    refresh = started["Refresh"]
+    file_path = refresh.split("url=", 1)[1]
+    download = client.get(file_path)
+    assert download.status_code == 200
+    assert download["Content-Disposition"].startswith("attachment; filename=")
+    assert "no-store" in download["Cache-Control"] and download["Referrer-Policy"] == "no-referrer"
+    return b"".join(download.streaming_content)
+
+
+def test_after_a_wrong_code_the_right_one_leads_to_a_page_saying_the_download_started(
+    client, completed_access, django_capture_on_commit_callbacks
+):
+    code = ask_for_code(client, completed_access, django_capture_on_commit_callbacks)
+    wrong = enter(client, completed_access, f"{(int(code) + 1) % 1_000_000:06d}")
+    assert "That code is not right" in wrong.content.decode()
+    response = enter(client, completed_access, code)
+    # Not the form again (with the earlier error still on screen): a redirect to a page about the download.
+    assert response.status_code == 302
+    started = client.get(response["Location"])
+    html = started.content.decode()
+    assert "Your download has started" in html and "There is a problem" not in html
+    export = SubjectExport.objects.get(request=completed_access)
+    assert f"available until {export.expires_at:%-d %B %Y}" in html
+    assert started["Refresh"].startswith("0; url=/download/")
+    assert started["Referrer-Policy"] == "no-referrer" and "no-store" in started["Cache-Control"]
+    file_path = started["Refresh"].split("url=", 1)[1]
+    assert client.get(file_path).status_code == 200
+    # The file link works once: afterwards the page says what to do, and the started page stops re-fetching.
+    used = client.get(file_path)
+    assert used.status_code == 410 and "Email me a code" in used.content.decode()
+    assert "Refresh" not in client.get(response["Location"])
+    assert SubjectExport.objects.get(pk=export.pk).download_count == 1
+
+
+def test_a_forged_or_foreign_ticket_downloads_nothing(client, completed_access, make_request):
+    path = download_path(completed_access)
+    assert client.get(f"{path}file/?ticket=nonsense").status_code == 410
+    assert client.get(f"{path}file/").status_code == 410
+    # Nor does it claim a download started: it leads back to the page that offers a code.
+    started = client.get(f"{path}started/?ticket=nonsense")
+    assert started.status_code == 302 and started["Location"] == path
+
+
+def test_reusing_a_code_says_to_ask_for_a_new_one_and_not_that_one_was_sent(
+    client, completed_access, django_capture_on_commit_callbacks
+):
+    code = ask_for_code(client, completed_access, django_capture_on_commit_callbacks)
+    assert enter(client, completed_access, code).status_code == 302
+    again = enter(client, completed_access, code)
+    html = again.content.decode()
+    assert again.status_code == 400
+    assert "already been used" in html and "Email me a code" in html
+    assert "We have sent a 6-digit code" not in html
 
 
 def test_a_wrong_code_is_refused_and_five_wrong_codes_lock_it(
@@ -125,7 +180,7 @@ def test_a_wrong_code_is_refused_and_five_wrong_codes_lock_it(
         enter(
             client, completed_access, ask_for_code(client, completed_access, django_capture_on_commit_callbacks)
         ).status_code
-        == 200
+        == 302
     )
 
 
@@ -212,3 +267,14 @@ def test_the_status_page_offers_the_download(client, completed_access):
     response = client.get(reverse("portal:status", args=[tokens.make_token(completed_access, tokens.STATUS)]))
     assert "Your data is ready" in response.content.decode()
     assert 'href="/download/' in response.content.decode()
+
+
+def test_the_file_link_of_a_started_download_expires_after_five_minutes(
+    client, completed_access, django_capture_on_commit_callbacks
+):
+    code = ask_for_code(client, completed_access, django_capture_on_commit_callbacks)
+    started = client.get(enter(client, completed_access, code)["Location"])
+    file_path = started["Refresh"].split("url=", 1)[1]
+    with time_machine.travel(timezone.now() + timedelta(minutes=6)):
+        late = client.get(file_path)
+    assert late.status_code == 410 and "Email me a code" in late.content.decode()

@@ -244,3 +244,92 @@ def test_the_csrf_token_is_still_required_on_token_pages(make_request):
     assert response["Referrer-Policy"] == "no-referrer"
     dsr.refresh_from_db()
     assert dsr.status == states.UNVERIFIED
+
+
+@pytest.fixture
+def completed_access(make_request, staff_actor, celery_eager, django_capture_on_commit_callbacks):
+    from gdpr_requests.requests import exports, services
+
+    dsr = make_request(kind="access", email="ana@example.org")
+    services.request_confirm_email(request=dsr)
+    services.request_approve(request=dsr, actor=staff_actor)
+    services.request_start_processing(request=dsr, task_count=1)
+    exports.export_store(request=dsr, content=b'{"events": []}')
+    with django_capture_on_commit_callbacks(execute=True):
+        services.request_complete(request=dsr)
+    mail.outbox.clear()
+    return dsr
+
+
+def test_a_lost_link_for_a_completed_access_request_leads_to_its_download(
+    client, completed_access, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse("portal:resend"), {"email": "ana@example.org"})
+    assert response["Location"] == reverse("portal:links_sent")
+    (message,) = mail.outbox
+    (link,) = [u for u in re.findall(r"http://\S+", message.body) if "/status/" in u]
+    page = client.get(path_of(link))
+    assert page.status_code == 200
+    (download,) = re.findall(r'href="(/download/[^"]+)"', page.content.decode())
+    assert client.get(download).status_code == 200
+
+
+def test_a_lost_link_is_not_sent_for_a_request_closed_longer_ago_than_its_status_page_lives(
+    client, completed_access, settings, django_capture_on_commit_callbacks
+):
+    later = timezone.now() + timedelta(days=settings.DSR_STATUS_LINK_DAYS, hours=1)
+    with time_machine.travel(later), django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("portal:resend"), {"email": "ana@example.org"})
+    assert mail.outbox == []
+    assert AuditEvent.objects.filter(action="portal.resend_unmatched").count() == 1
+
+
+def test_the_new_link_form_answers_the_same_for_a_completed_request_and_an_unknown_address(completed_access):
+    def ask(email: str):
+        client = Client(enforce_csrf_checks=True)
+        client.get(reverse("portal:resend"))
+        token = client.cookies["csrftoken"].value
+        posted = client.post(reverse("portal:resend"), {"email": email, "csrfmiddlewaretoken": token})
+        page = client.get(posted["Location"])
+        return (posted.status_code, posted["Location"], page.status_code, page.content)
+
+    assert ask("ana@example.org") == ask("nobody@example.org")
+
+
+def test_a_request_verified_by_staff_says_so_on_the_subjects_timeline(client, make_request, staff_actor):
+    from gdpr_requests.requests import services
+
+    dsr = services.request_record_identity(request=make_request(), how="passport", actor=staff_actor)
+    html = client.get(reverse("portal:status", args=[tokens.make_token(dsr, tokens.STATUS)])).content.decode()
+    assert "Identity confirmed by our staff" in html and "Email address confirmed" not in html
+
+
+def test_a_request_confirmed_by_email_still_says_email_address_confirmed(client, make_request):
+    from gdpr_requests.requests import services
+
+    dsr = services.request_confirm_email(request=make_request())
+    html = client.get(reverse("portal:status", args=[tokens.make_token(dsr, tokens.STATUS)])).content.decode()
+    assert "Email address confirmed" in html and "Identity confirmed by our staff" not in html
+
+
+def test_the_privacy_notice_is_a_link_when_set_and_left_out_when_not(client, settings, db):
+    settings.PRIVACY_NOTICE_URL = "https://www.example.com/privacy"
+    html = client.get(reverse("portal:request")).content.decode()
+    assert '<a href="https://www.example.com/privacy">privacy notice</a>' in html
+    settings.PRIVACY_NOTICE_URL = ""
+    assert "privacy notice" not in client.get(reverse("portal:request")).content.decode()
+
+
+def test_the_error_summary_lists_the_fields_in_the_order_the_form_shows_them(client, db):
+    html = client.post(reverse("portal:request"), {}).content.decode()
+    summary = html.split('class="error-summary__list"', 1)[1].split("</ul>", 1)[0]
+    links = re.findall(r'href="#id_(\w+?)(?:_0)?"', summary)
+    form = html.split("<form", 2)[1] if html.count("<form") else html
+    shown = [name for name in re.findall(r'name="(\w+)"', form) if name in links]
+    assert links and links == list(dict.fromkeys(shown))
+
+
+def test_favicon_ico_redirects_to_the_icon(client, db):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301 and response["Location"].endswith("favicon.svg")

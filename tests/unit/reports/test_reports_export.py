@@ -9,6 +9,7 @@ import csv
 import inspect
 import io
 import json
+import re
 from collections.abc import Iterator, Sized
 from datetime import UTC, datetime
 
@@ -102,25 +103,59 @@ def test_the_filters_select_exactly_the_known_rows(client, auditor_user, trail, 
     client.force_login(auditor_user)
     _response, text = _download(client, format="csv", **query)
     lines = list(csv.reader(io.StringIO(text)))
-    assert lines[0][0].startswith("# audit trail export; exported_at ")
-    assert lines[1] == list(audit_export.CSV_COLUMNS)
-    rows = [dict(zip(lines[1], line, strict=True)) for line in lines[2:-1]]
+    assert lines[0] == list(audit_export.CSV_COLUMNS)
+    rows = [dict(zip(lines[0], line, strict=True)) for line in lines[1:]]
     assert [(row["action"], row["request_reference"]) for row in rows] == expected
-    assert lines[-1][0] == f"# end; count {len(expected)}; last_hash {rows[-1]['hash']}"
     for row in rows:
         event = AuditEvent.objects.get(sequence=int(row["sequence"]))
         assert (row["prev_hash"], row["hash"]) == (event.prev_hash, event.hash)
-        assert json.loads(row["payload"]) == event.payload
+        assert json.loads(row["payload_json"]) == event.payload
 
 
 def test_csv_cells_that_a_spreadsheet_would_run_are_escaped(client, auditor_user, db):
     for label in ('=HYPERLINK("http://x")', "+1+1", "-2", "@SUM(A1)", "\tTAB", "\rCR", "plain"):
-        audit_record(action="test.label", actor=Actor.system(label), payload={})
+        audit_record(action="test.label", actor=Actor.system(label), payload={"why": label})
     client.force_login(auditor_user)
     _response, text = _download(client, format="csv", action="test.label")
-    rows = list(csv.DictReader(io.StringIO(text.split("\n", 1)[1])))
-    labels = [row["actor_label"] for row in rows if not row["sequence"].startswith("#")]
-    assert labels == ['\'=HYPERLINK("http://x")', "'+1+1", "'-2", "'@SUM(A1)", "'\tTAB", "'\rCR", "plain"]
+    rows = list(csv.DictReader(io.StringIO(text)))
+    escaped = ['\'=HYPERLINK("http://x")', "'+1+1", "'-2", "'@SUM(A1)", "'\tTAB", "'\rCR", "plain"]
+    assert [row["actor_label"] for row in rows] == escaped
+    assert [row["why"] for row in rows] == escaped  # payload columns too
+
+
+def test_the_csv_puts_common_payload_fields_in_columns_of_their_own(client, auditor_user, db):
+    audit_record(
+        action="request.approve",
+        actor=Actor.system(),
+        request_reference=REF_A,
+        payload={"from": "verified", "to": "approved", "count": 3, "projects": [1, 2]},
+    )
+    client.force_login(auditor_user)
+    _response, text = _download(client, format="csv", action="request.approve")
+    (row,) = csv.DictReader(io.StringIO(text))
+    assert (row["from"], row["to"], row["count"], row["method"]) == ("verified", "approved", "3", "")
+    assert json.loads(row["payload_json"])["projects"] == [1, 2]
+
+
+def test_the_manifest_download_describes_exactly_the_csv_downloaded_from_the_same_form(client, auditor_user, trail):
+    client.force_login(auditor_user)
+    page = client.get(URL)
+    (upto,) = re.findall(r'name="upto" value="(\d+)"', page.content.decode())
+    assert "Download its manifest" in page.content.decode()
+    query = {"format": "csv", "since": "2025-01-06", "upto": upto}
+    _response, text = _download(client, **query)
+    manifest_response = client.get(URL, {**query, "manifest": "1"})
+    assert manifest_response["Content-Disposition"].endswith('.csv.manifest.json"')
+    manifest = json.loads(manifest_response.content)
+    rows = list(csv.DictReader(io.StringIO(text)))
+    # The CSV's own download event came after the form's chain head: neither file includes it.
+    assert manifest["count"] == len(rows) == 20
+    assert manifest["last_hash"] == rows[-1]["hash"]
+    assert manifest["chain_head"]["sequence"] == int(upto) == 30
+    assert manifest["filters"]["since"] == "2025-01-06" and manifest["start_prev_hash"] == rows[0]["prev_hash"]
+    assert manifest["columns"] == list(audit_export.CSV_COLUMNS)
+    downloads = AuditEvent.objects.filter(action="report.downloaded").values_list("payload__format", flat=True)
+    assert sorted(downloads) == ["csv", "csv-manifest"]
 
 
 def test_an_export_verifies_offline_and_an_edited_one_fails(client, auditor_user, trail, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from datetime import date
 from html import unescape
 
 import pytest
@@ -240,3 +241,30 @@ def test_membership_is_checked_on_each_request(client, auditor_user):
     assert client.get(reverse("reports:index")).status_code == 200
     auditor_user.groups.remove(Group.objects.get(name="Auditors"))
     assert client.get(reverse("reports:index")).status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("today", "quarter_start"),
+    [
+        (date(2026, 12, 2), date(2026, 10, 1)),
+        (date(2026, 1, 1), date(2026, 1, 1)),
+        (date(2026, 6, 30), date(2026, 4, 1)),
+    ],
+)
+def test_the_default_period_is_the_current_quarter_so_far(today, quarter_start):
+    from gdpr_requests.reports.summary import default_period
+
+    assert default_period(today) == (quarter_start, today)
+
+
+@pytest.mark.parametrize("url", ["/reports/summary/", "/reports/summary/?granularity=week"])
+def test_the_summary_form_opens_with_the_current_quarter_filled_in(client, auditor_user, url):
+    from django.utils import timezone
+
+    client.force_login(auditor_user)
+    html = client.get(url).content.decode()
+    today = timezone.localdate()
+    start = today.replace(month=(today.month - 1) // 3 * 3 + 1, day=1)
+    # <input type="date"> shows nothing unless the value is YYYY-MM-DD.
+    assert f'type="date" name="start" value="{start:%Y-%m-%d}"' in html
+    assert f'type="date" name="end" value="{today:%Y-%m-%d}"' in html
