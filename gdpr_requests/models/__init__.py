@@ -5,6 +5,7 @@ Business rules live in the services (``requests/services.py`` and each feature p
 
 from __future__ import annotations
 
+from gdpr_requests.models.approvals import DeletionApproval
 from gdpr_requests.models.audit import ActorType, AuditChainHead, AuditEvent
 from gdpr_requests.models.mixpanel_tasks import (
     ApiCall,
@@ -34,6 +35,7 @@ __all__ = [
     "Channel",
     "CredentialStatus",
     "DataSubjectRequest",
+    "DeletionApproval",
     "DisclosureType",
     "MixpanelProject",
     "MixpanelTask",

@@ -30,7 +30,8 @@ from gdpr_requests.models import (
     RequestKind,
     RequestNote,
 )
-from gdpr_requests.requests import states
+from gdpr_requests.models.approvals import DeletionApproval
+from gdpr_requests.requests import approval_rules, states
 
 # Crockford's base32 without I, L, O, U: easy to read aloud and to type.
 REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -364,11 +365,27 @@ def approval_blockers(request: DataSubjectRequest) -> list[str]:
 
 
 def request_approve(*, request: DataSubjectRequest, actor: Actor) -> DataSubjectRequest:
-    """verified → approved; the pipeline then plans its Mixpanel tasks."""
+    """verified → approved; the pipeline then plans its Mixpanel tasks.
+
+    A deletion whose projects require two approvers moves only when two different staff members' approvals of
+    exactly this request (requests/approval_rules.py) are on record; requests.approvals.request_approval_record records
+    them and calls this. The audit event then names both approvers.
+    """
+    payload: dict[str, Any] = {}
 
     def check(current: DataSubjectRequest) -> None:
         if not current.distinct_ids:
             raise ServiceError(f"Request {current.reference} has no Mixpanel distinct id: add one before approving.")
+        required = approval_rules.approvals_required(current)
+        if required > 1:
+            approvals = approval_rules.valid_approvals(current)
+            approvers = list(dict.fromkeys(a.approver.get_username() for a in approvals))
+            if len({a.approver_id for a in approvals}) < required:
+                raise ServiceError(
+                    f"Request {current.reference} needs approvals from {required} different staff members; "
+                    f"{len(approvers)} on record."
+                )
+            payload.update(approvers=approvers, approvals_required=required)
 
     request.refresh_from_db(fields=["distinct_ids"])
     return _transition(
@@ -376,6 +393,7 @@ def request_approve(*, request: DataSubjectRequest, actor: Actor) -> DataSubject
         action="approve",
         actor=actor,
         updates={"approved_at": timezone.now(), "approved_by_id": actor.user_pk},
+        payload=payload,
         check=check,
     )
 
@@ -526,11 +544,13 @@ def request_set_distinct_ids(
         before = len(locked.distinct_ids)
         locked.distinct_ids = ids
         locked.save(update_fields=["distinct_ids", "updated_at"])
+        # An approval covers the ids it saw: new ids need new approvals.
+        voided, _ = DeletionApproval.objects.filter(request=locked).delete()
         audit_record(
             action="request.distinct_ids_changed",
             actor=actor,
             request_reference=locked.reference,
-            payload={"count_before": before, "count_after": len(ids)},
+            payload={"count_before": before, "count_after": len(ids), "approvals_voided": voided},
         )
     request.distinct_ids = ids
     return request
@@ -546,11 +566,12 @@ def request_set_projects(
                 f"Request {locked.reference} is {locked.status}: projects can only change before approval."
             )
         locked.projects.set(projects)
+        voided, _ = DeletionApproval.objects.filter(request=locked).delete()
         audit_record(
             action="request.projects_changed",
             actor=actor,
             request_reference=locked.reference,
-            payload={"projects": sorted(p.name for p in projects)},
+            payload={"projects": sorted(p.name for p in projects), "approvals_voided": voided},
         )
     return request
 

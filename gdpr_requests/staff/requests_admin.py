@@ -27,7 +27,8 @@ from django.utils.html import format_html, format_html_join
 from gdpr_requests import crypto, pipeline
 from gdpr_requests.audit.chain import Actor
 from gdpr_requests.models import DataSubjectRequest, SubjectExport
-from gdpr_requests.requests import selectors, services, states
+from gdpr_requests.requests import approval_rules, selectors, services, states
+from gdpr_requests.requests.approvals import request_approval_record
 from gdpr_requests.staff import forms as action_forms
 from gdpr_requests.staff import services as staff_services
 from gdpr_requests.staff.common import REFUSALS, StaffModelAdmin, can_work, render_form_page
@@ -97,7 +98,12 @@ def _reason_form(label: str, help_text: str = "", *, required: bool = True) -> C
 
 
 def _approve(dsr: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
-    services.request_approve(request=dsr, actor=actor)
+    outcome = request_approval_record(request=dsr, actor=actor)
+    if not outcome.approved:
+        return (
+            f"Recorded your approval of {dsr.reference} ({outcome.approvals} of {outcome.required}): "
+            f"a different staff member must approve it too before it is carried out."
+        )
     return f"Approved {dsr.reference}: its Mixpanel tasks will be planned and submitted."
 
 
@@ -499,6 +505,7 @@ class DataSubjectRequestAdmin(StaffModelAdmin):
                 )
         timeline = selectors.request_timeline(obj)
         return {
+            "approval_state": approval_rules.approval_state(obj) if obj.status in PRE_APPROVAL else None,
             "action_buttons": buttons,
             "timeline": list(timeline[:TIMELINE_LIMIT]),
             "timeline_total": timeline.count(),

@@ -38,6 +38,7 @@ from gdpr_requests.models import (
     RequestKind,
 )
 from gdpr_requests.requests import services, states
+from gdpr_requests.requests.approvals import request_approval_record
 
 # What staff can do to a request; the other transitions belong to the system (processing, expiry).
 OPERATOR_ACTIONS = ("verify", "approve", "reject", "hold", "resume", "retry", "cancel")
@@ -183,7 +184,11 @@ class Command(CliCommand):
         imp.add_argument("file", metavar="FILE.csv")
         imp.add_argument("--dry-run", action="store_true", help="Check every row, create nothing.")
 
-        add("approve", "Approve a verified request (verified → approved); processing then starts.")
+        add(
+            "approve",
+            "Approve a verified request (verified → approved; a deletion whose projects need two approvers moves "
+            "on the second, different approver's call); processing then starts.",
+        )
         reject = add("reject", "Reject a request; the reason is kept and shown to the subject.")
         reject.add_argument("--reason", required=True)
         cancel = add("cancel", "Withdraw a request (a deletion only while Mixpanel can still cancel it).")
@@ -364,7 +369,23 @@ class Command(CliCommand):
             self.stdout.write(f"{dsr.reference}: {before} -> {dsr.status} (due {dsr.due_at})")
 
     def do_approve(self, options: dict[str, Any]) -> None:
-        self._move(options, services.request_approve)
+        """Record one approval; a deletion needing two approvers moves on the second, different one."""
+        dsr = get_request(options["reference"])
+        before = dsr.status
+        outcome = request_approval_record(request=dsr, actor=actor_for(options["by"]))
+        dsr.refresh_from_db()
+        if options["json"]:
+            write_json(
+                self.stdout,
+                {**request_summary(dsr), "approvals": outcome.approvals, "required": outcome.required},
+            )
+        elif outcome.approved:
+            self.stdout.write(f"{dsr.reference}: {before} -> {dsr.status} (due {dsr.due_at})")
+        else:
+            self.stdout.write(
+                f"{dsr.reference}: approval {outcome.approvals} of {outcome.required} recorded; "
+                f"{outcome.remaining} more from a different staff member needed ({dsr.status})"
+            )
 
     def do_reject(self, options: dict[str, Any]) -> None:
         self._move(options, services.request_reject, reason=options["reason"])
