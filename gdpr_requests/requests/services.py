@@ -61,6 +61,18 @@ def register_transition_hook(hook: Callable[[int, str, str], None]) -> None:
         _after_transition_hooks.append(hook)
 
 
+def transition_hooks_on_commit(request_ids: Sequence[int], action: str, new_status: str) -> None:
+    """Schedule the transition hooks for requests moved in bulk (one set-based UPDATE), after the commit."""
+    hooks = list(_after_transition_hooks)
+
+    def run() -> None:
+        for request_id in request_ids:
+            for hook in hooks:
+                hook(request_id, action, new_status)
+
+    transaction.on_commit(run)
+
+
 class ServiceError(Exception):
     """A request that the rules refuse, with a message fit to show a user."""
 

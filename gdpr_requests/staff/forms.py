@@ -156,3 +156,12 @@ class IntakeForm(forms.Form):
             "verified_by_staff": data["identity_verification"].strip(),
             "channel": Channel.STAFF,
         }
+
+
+class ApproveConfirmForm(forms.Form):
+    """The approve page's explicit confirmation: a box to tick, so that a stray click approves nothing."""
+
+    confirm = forms.BooleanField(
+        label="I have checked what these approvals will do, and I approve.",
+        error_messages={"required": "Tick the box to confirm the approval."},
+    )

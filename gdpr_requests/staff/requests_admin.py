@@ -28,7 +28,8 @@ from gdpr_requests import crypto, pipeline
 from gdpr_requests.audit.chain import Actor
 from gdpr_requests.models import DataSubjectRequest, SubjectExport
 from gdpr_requests.requests import approval_rules, selectors, services, states
-from gdpr_requests.requests.approvals import request_approval_record
+from gdpr_requests.requests.approvals import request_approval_record, request_approve_many
+from gdpr_requests.staff import approve_page
 from gdpr_requests.staff import forms as action_forms
 from gdpr_requests.staff import services as staff_services
 from gdpr_requests.staff.common import REFUSALS, StaffModelAdmin, can_work, render_form_page
@@ -46,6 +47,11 @@ TIMELINE_LIMIT = 200
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _some(references: list[str], limit: int = 20) -> str:
+    shown = ", ".join(references[:limit])
+    return shown if len(references) <= limit else f"{shown} and {len(references) - limit} more"
 
 
 def due_phrase(dsr: DataSubjectRequest, today: date | None = None) -> tuple[str, str]:
@@ -199,6 +205,7 @@ REQUEST_ACTIONS: dict[str, RequestAction] = {
             "Approve request",
             lambda r: r.status in PRE_APPROVAL,
             _approve,
+            form=lambda data, r: action_forms.ApproveConfirmForm(data),
             blockers=services.approval_blockers,
             explain=lambda r: "Approving starts processing: the request's Mixpanel tasks are planned and submitted.",
         ),
@@ -287,7 +294,7 @@ REQUEST_ACTIONS: dict[str, RequestAction] = {
         ),
         RequestAction(
             "cancel",
-            "Cancel",
+            "Cancel request",
             "Cancel request",
             lambda r: r.is_open,
             _cancel,
@@ -579,6 +586,10 @@ class DataSubjectRequestAdmin(StaffModelAdmin):
                 self.message_user(request, message, messages.SUCCESS)
                 return HttpResponseRedirect(reverse("admin:gdpr_requests_datasubjectrequest_change", args=[obj.pk]))
             obj.refresh_from_db()
+        if spec.slug == "approve":
+            blockers = spec.blockers(obj)
+            blocked = f"Cannot approve: {'; '.join(blockers)}." if blockers else ""
+            return self._approve_page(request, [obj.pk], form, obj=obj, blocked_reason=blocked)
         blockers = spec.blockers(obj)
         return render_form_page(
             self,
@@ -633,9 +644,64 @@ class DataSubjectRequestAdmin(StaffModelAdmin):
             },
         )
 
-    @admin.action(description="Approve selected requests", permissions=["work"])
-    def approve_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
-        self._each(request, queryset, "Approved", lambda dsr, actor: services.request_approve(request=dsr, actor=actor))
+    def _approve_page(
+        self,
+        request: HttpRequest,
+        pks: list[int],
+        form: forms.Form,
+        *,
+        obj: Any = None,
+        bulk: bool = False,
+        blocked_reason: str = "",
+    ) -> HttpResponse:
+        rows = approve_page.approval_rows(pks)
+        approvable = sum(1 for row in rows if not row.blocked)
+        title = f"Approve request: {obj.reference}" if obj is not None and not bulk else "Approve requests"
+        return render_form_page(
+            self,
+            request,
+            title=title,
+            form=form,
+            obj=obj,
+            template="admin/gdpr_requests/approve_confirm.html",
+            context={
+                "rows": rows,
+                "bulk": bulk,
+                "blocked_count": len(rows) - approvable,
+                "approvable_count": approvable,
+                "blocked_reason": blocked_reason,
+                "submit_label": f"Approve {_plural(approvable, 'request')}" if bulk else "Approve",
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            },
+        )
+
+    @admin.action(description="Approve selected requests…", permissions=["work"])
+    def approve_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        """Like Django's delete_selected: a confirmation page first, then one set-based approval."""
+        applying = "apply" in request.POST
+        form = action_forms.ApproveConfirmForm(request.POST if applying else None)
+        pks = list(queryset.values_list("pk", flat=True))
+        if not (applying and form.is_valid()):
+            return self._approve_page(request, pks, form, bulk=True)
+        outcome = request_approve_many(request_pks=pks, actor=Actor.staff(request.user))
+        if outcome.approved:
+            self.message_user(
+                request,
+                f"Approved {_plural(len(outcome.approved), 'request')}: {_some(outcome.approved)}.",
+                messages.SUCCESS,
+            )
+        if outcome.awaiting_second:
+            self.message_user(
+                request,
+                f"Recorded your approval of {_some(outcome.awaiting_second)}: "
+                "a different staff member must approve them too.",
+                messages.WARNING,
+            )
+        for message in outcome.refused[:20]:
+            self.message_user(request, message, messages.ERROR)
+        if len(outcome.refused) > 20:
+            self.message_user(request, f"… and {len(outcome.refused) - 20} more not approved.", messages.ERROR)
+        return None
 
     @admin.action(description="Assign selected requests to…", permissions=["work"])
     def assign_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:

@@ -49,6 +49,9 @@ def assert_done_by_staff(dsr: DataSubjectRequest, action: str, user) -> None:
     assert (event.actor_type, event.actor_label) == ("staff", user.get_username())
 
 
+CONFIRM = {"confirm": "on"}
+
+
 def post(client, dsr, action, data=None):
     return client.post(action_url(dsr, action), data or {})
 
@@ -62,7 +65,7 @@ def assert_refused(response, dsr, before, text: str) -> None:
 
 # --- approve ---------------------------------------------------------------------------------------------
 def test_approve_moves_a_verified_request_with_ids_to_approved(staff_client, staff_user, verified_request):
-    response = post(staff_client, verified_request, "approve")
+    response = post(staff_client, verified_request, "approve", CONFIRM)
     assert response.status_code == 302
     assert response["Location"] == change_url(verified_request)
     verified_request.refresh_from_db()
@@ -77,7 +80,7 @@ def test_approve_page_of_an_unverified_request_is_disabled_and_says_why(staff_cl
     assert "Cannot approve: it is unverified, not verified; it has no Mixpanel distinct id yet." in page
     assert "disabled" in page
     before = snapshot(dsr)
-    assert_refused(post(staff_client, dsr, "approve"), dsr, before, "cannot approve")
+    assert_refused(post(staff_client, dsr, "approve", CONFIRM), dsr, before, "cannot approve")
 
 
 def test_approve_without_a_distinct_id_is_refused_by_the_service(staff_client, make_request, project):
@@ -85,7 +88,7 @@ def test_approve_without_a_distinct_id_is_refused_by_the_service(staff_client, m
     change = staff_client.get(change_url(dsr)).content.decode()
     assert "Cannot approve: it has no Mixpanel distinct id yet." in change
     before = snapshot(dsr)
-    assert_refused(post(staff_client, dsr, "approve"), dsr, before, "no Mixpanel distinct id")
+    assert_refused(post(staff_client, dsr, "approve", CONFIRM), dsr, before, "no Mixpanel distinct id")
 
 
 # --- reject, hold, resume, extend ------------------------------------------------------------------------
@@ -241,7 +244,7 @@ def test_cancel_is_disabled_once_mixpanel_carried_out_the_deletion(
     )
     task.requests.add(verified_request)
     page = staff_client.get(change_url(verified_request)).content.decode()
-    assert "Cannot cancel: Mixpanel has already carried out this deletion" in page
+    assert "Cannot cancel request: Mixpanel has already carried out this deletion" in page
     before = snapshot(verified_request)
     assert_refused(post(staff_client, verified_request, "cancel"), verified_request, before, "already carried out")
 
@@ -352,7 +355,7 @@ def bulk(client, action, selected, **extra):
 
 def test_bulk_approve_approves_what_it_can_and_names_what_it_cannot(staff_client, verified_request, make_request):
     unverified = make_request(email="other@example.org")
-    response = bulk(staff_client, "approve_selected", [verified_request, unverified], index=0)
+    response = bulk(staff_client, "approve_selected", [verified_request, unverified], index=0, apply="1", confirm="on")
     assert response.status_code == 302
     verified_request.refresh_from_db()
     unverified.refresh_from_db()

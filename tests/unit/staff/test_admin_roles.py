@@ -31,7 +31,7 @@ LOGIN = "login"  # a redirect to the admin's login page
 
 # Valid POST data for each request action, so that a refusal can only come from the permission check.
 ACTION_DATA = {
-    "approve": {},
+    "approve": {"confirm": "on"},
     "verify-identity": {"how": "video call"},
     "distinct-ids": {"distinct_ids": "user-1\nuser-2"},
     "projects": {},  # filled in with the project's pk
