@@ -672,6 +672,11 @@ class DataSubjectRequestAdmin(StaffModelAdmin):
                 "blocked_reason": blocked_reason,
                 "submit_label": f"Approve {_plural(approvable, 'request')}" if bulk else "Approve",
                 "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                # "Select all N" posts the page's ids with select_across=1 and the filters in the query string:
+                # re-posting the same keeps the confirmation's body small whatever N is.
+                "select_across": request.POST.get("select_across", "0") if bulk else "0",
+                "selected_ids": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME) if bulk else [],
+                "preserved_query": request.GET.urlencode() if bulk else "",
             },
         )
 
