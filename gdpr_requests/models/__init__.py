@@ -5,7 +5,7 @@ Business rules live in the services (``requests/services.py`` and each feature p
 
 from __future__ import annotations
 
-from gdpr_requests.models.approvals import DeletionApproval
+from gdpr_requests.models.approvals import DeletionApproval, RejectionGround, RequestRejection
 from gdpr_requests.models.audit import ActorType, AuditChainHead, AuditEvent
 from gdpr_requests.models.mixpanel_tasks import (
     ApiCall,
@@ -41,8 +41,10 @@ __all__ = [
     "MixpanelTask",
     "RateLimitSlot",
     "Regulation",
+    "RejectionGround",
     "RequestKind",
     "RequestNote",
+    "RequestRejection",
     "Residency",
     "StaffAlert",
     "SubjectExport",

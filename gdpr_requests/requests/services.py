@@ -30,7 +30,7 @@ from gdpr_requests.models import (
     RequestKind,
     RequestNote,
 )
-from gdpr_requests.models.approvals import DeletionApproval
+from gdpr_requests.models.approvals import DeletionApproval, RejectionGround, RequestRejection
 from gdpr_requests.requests import approval_rules, states
 
 # Crockford's base32 without I, L, O, U: easy to read aloud and to type.
@@ -410,15 +410,30 @@ def request_approve(*, request: DataSubjectRequest, actor: Actor) -> DataSubject
     )
 
 
-def request_reject(*, request: DataSubjectRequest, reason: str, actor: Actor) -> DataSubjectRequest:
-    reason = _require_reason(reason, "reject a request")
-    return _transition(
-        request=request,
-        action="reject",
-        actor=actor,
-        updates={"rejection_reason": reason},
-        payload={"reason_length": len(reason)},
-    )
+def request_reject(
+    *, request: DataSubjectRequest, reason: str, actor: Actor, ground: str = RejectionGround.OTHER
+) -> DataSubjectRequest:
+    """Refuse a request on ``ground`` (RejectionGround) with free text for the subject (required for "other").
+
+    The subject's email states the ground and their rights under the request's regulation.
+    """
+    if ground not in RejectionGround.values:
+        raise ServiceError(f"Unknown rejection ground {ground!r}: use one of {', '.join(RejectionGround.values)}.")
+    if ground == RejectionGround.OTHER:
+        reason = _require_reason(reason, "reject a request")
+    elif len(reason or "") > 2000:
+        raise ServiceError("The reason is longer than 2000 characters.")
+    reason = (reason or "").strip()
+    with transaction.atomic():
+        request = _transition(
+            request=request,
+            action="reject",
+            actor=actor,
+            updates={"rejection_reason": reason},
+            payload={"reason_length": len(reason), "ground": ground},
+        )
+        RequestRejection.objects.update_or_create(request=request, defaults={"ground": ground})
+    return request
 
 
 def request_hold(*, request: DataSubjectRequest, reason: str, actor: Actor) -> DataSubjectRequest:

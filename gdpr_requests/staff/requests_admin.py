@@ -114,7 +114,7 @@ def _approve(dsr: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str
 
 
 def _reject(dsr: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
-    services.request_reject(request=dsr, reason=data["reason"], actor=actor)
+    services.request_reject(request=dsr, reason=data["reason"], ground=data["ground"], actor=actor)
     return f"Rejected {dsr.reference}; the requester is told why."
 
 
@@ -289,7 +289,7 @@ REQUEST_ACTIONS: dict[str, RequestAction] = {
             "Reject request",
             lambda r: r.status in states.TRANSITIONS["reject"].sources,
             _reject,
-            form=_reason_form("Reason for rejecting", "Shown to the requester: write it for them."),
+            form=lambda data, r: action_forms.RejectForm(data),
             danger=True,
         ),
         RequestAction(
@@ -728,18 +728,14 @@ class DataSubjectRequestAdmin(StaffModelAdmin):
     @admin.action(description="Reject selected requests (one reason)…", permissions=["work"])
     def reject_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         applying = "apply" in request.POST
-        form = action_forms.ReasonForm(
-            request.POST if applying else None,
-            label="Reason for rejecting",
-            help_text="Shown to every requester of the selected requests.",
-        )
+        form = action_forms.RejectForm(request.POST if applying else None)
         if applying and form.is_valid():
-            reason = form.cleaned_data["reason"]
+            reason, ground = form.cleaned_data["reason"], form.cleaned_data["ground"]
             self._each(
                 request,
                 queryset,
                 "Rejected",
-                lambda dsr, actor: services.request_reject(request=dsr, reason=reason, actor=actor),
+                lambda dsr, actor: services.request_reject(request=dsr, reason=reason, ground=ground, actor=actor),
             )
             return None
         return self._bulk_page(

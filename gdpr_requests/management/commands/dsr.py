@@ -35,6 +35,7 @@ from gdpr_requests.models import (
     MixpanelProject,
     MixpanelTask,
     Regulation,
+    RejectionGround,
     RequestKind,
 )
 from gdpr_requests.requests import services, states
@@ -190,7 +191,13 @@ class Command(CliCommand):
             "on the second, different approver's call); processing then starts.",
         )
         reject = add("reject", "Reject a request; the reason is kept and shown to the subject.")
-        reject.add_argument("--reason", required=True)
+        reject.add_argument("--reason", required=True, help="Free text for the requester.")
+        reject.add_argument(
+            "--ground",
+            choices=RejectionGround.values,
+            default=RejectionGround.OTHER,
+            help="Why, in the law's words; the requester's email states it.",
+        )
         cancel = add("cancel", "Withdraw a request (a deletion only while Mixpanel can still cancel it).")
         cancel.add_argument("--reason", default="")
         extend = add("extend", "Extend the deadline once, as the request's law allows.")
@@ -388,7 +395,7 @@ class Command(CliCommand):
             )
 
     def do_reject(self, options: dict[str, Any]) -> None:
-        self._move(options, services.request_reject, reason=options["reason"])
+        self._move(options, services.request_reject, reason=options["reason"], ground=options["ground"])
 
     def do_cancel(self, options: dict[str, Any]) -> None:
         self._move(options, services.request_cancel, reason=options["reason"])

@@ -94,9 +94,11 @@ def test_approve_without_a_distinct_id_is_refused_by_the_service(staff_client, m
 # --- reject, hold, resume, extend ------------------------------------------------------------------------
 def test_reject_needs_a_reason_and_stores_it(staff_client, staff_user, verified_request):
     before = snapshot(verified_request)
-    response = post(staff_client, verified_request, "reject", {"reason": "   "})
-    assert_refused(response, verified_request, before, "This field is required.")
-    response = post(staff_client, verified_request, "reject", {"reason": "We hold no data for this person."})
+    response = post(staff_client, verified_request, "reject", {"ground": "other", "reason": "   "})
+    assert_refused(response, verified_request, before, "Explain the reason to the requester.")
+    response = post(
+        staff_client, verified_request, "reject", {"ground": "other", "reason": "We hold no data for this person."}
+    )
     assert response.status_code == 302
     verified_request.refresh_from_db()
     assert verified_request.status == states.REJECTED
@@ -107,7 +109,7 @@ def test_reject_needs_a_reason_and_stores_it(staff_client, staff_user, verified_
 def test_reject_in_the_wrong_state_shows_the_state_machine_refusal(staff_client, verified_request, staff_actor):
     services.request_approve(request=verified_request, actor=staff_actor)
     before = snapshot(verified_request)
-    response = post(staff_client, verified_request, "reject", {"reason": "too late"})
+    response = post(staff_client, verified_request, "reject", {"ground": "other", "reason": "too late"})
     assert_refused(response, verified_request, before, "is approved: cannot reject")
 
 
@@ -371,10 +373,12 @@ def test_bulk_reject_asks_for_one_reason_on_an_intermediate_page(staff_client, v
     assert page.status_code == 200
     assert verified_request.reference in page.content.decode() and 'name="apply"' in page.content.decode()
     before = snapshot(verified_request)
-    response = bulk(staff_client, "reject_selected", [verified_request, second], apply="1", reason="")
-    assert response.status_code == 200 and "This field is required." in response.content.decode()
+    response = bulk(staff_client, "reject_selected", [verified_request, second], apply="1", ground="other", reason="")
+    assert response.status_code == 200 and "Explain the reason to the requester." in response.content.decode()
     assert snapshot(verified_request) == before
-    response = bulk(staff_client, "reject_selected", [verified_request, second], apply="1", reason="Duplicate.")
+    response = bulk(
+        staff_client, "reject_selected", [verified_request, second], apply="1", ground="other", reason="Duplicate."
+    )
     assert response.status_code == 302
     assert set(DataSubjectRequest.objects.values_list("status", "rejection_reason")) == {
         (states.REJECTED, "Duplicate.")

@@ -42,7 +42,7 @@ ACTION_DATA = {
     "resume": {"reason": ""},
     "retry": {},
     "resend-verification": {},
-    "reject": {"reason": "not our customer"},
+    "reject": {"ground": "not_our_subject", "reason": "not our customer"},
     "cancel": {"reason": ""},
 }
 
@@ -174,7 +174,7 @@ def test_a_forbidden_intake_bulk_action_or_delete_changes_nothing(client, users,
     )
     client.post(
         reverse("admin:gdpr_requests_datasubjectrequest_changelist"),
-        {"action": "reject_selected", "_selected_action": [dsr.pk], "apply": "1", "reason": "bulk"},
+        {"action": "reject_selected", "_selected_action": [dsr.pk], "apply": "1", "ground": "other", "reason": "bulk"},
     )
     client.post(reverse("admin:gdpr_requests_datasubjectrequest_delete", args=[dsr.pk]), {"post": "yes"})
     assert DataSubjectRequest.objects.count() == requests_before
