@@ -26,6 +26,7 @@ from django.utils.html import format_html, format_html_join
 
 from gdpr_requests import crypto, pipeline
 from gdpr_requests.audit.chain import Actor
+from gdpr_requests.audit.timeline import DECISION, human_timeline
 from gdpr_requests.models import DataSubjectRequest, SubjectExport
 from gdpr_requests.requests import approval_rules, selectors, services, states
 from gdpr_requests.requests.approvals import request_approval_record, request_approve_many
@@ -511,10 +512,17 @@ class DataSubjectRequestAdmin(StaffModelAdmin):
                     }
                 )
         timeline = selectors.request_timeline(obj)
+        show_api_calls = request.GET.get("api_calls") == "1"
+        latest = list(timeline[:TIMELINE_LIMIT])
+        entries = human_timeline(latest, include_machine_steps=show_api_calls)[::-1]  # newest first
         return {
+            "decisions": [entry for entry in entries if entry.kind == DECISION],
+            "steps": [entry for entry in entries if entry.kind != DECISION],
+            "show_api_calls": show_api_calls,
+            "history_url": reverse("admin:gdpr_requests_datasubjectrequest_history", args=[obj.pk]),
             "approval_state": approval_rules.approval_state(obj) if obj.status in PRE_APPROVAL else None,
             "action_buttons": buttons,
-            "timeline": list(timeline[:TIMELINE_LIMIT]),
+            "timeline": latest,
             "timeline_total": timeline.count(),
             "tasks": list(selectors.request_tasks(obj)),
             "export": SubjectExport.objects.filter(request=obj).first(),
@@ -531,6 +539,27 @@ class DataSubjectRequestAdmin(StaffModelAdmin):
         if obj is not None and self.has_view_permission(request, obj):
             context.update(self._workspace_context(request, obj))
         return super().change_view(request, object_id, form_url, context)
+
+    def history_view(self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None):
+        """"History" opens the request's timeline in sentences (the admin's own log stays empty: nobody edits a
+        request's fields, every change is an audited action)."""
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None or not self.has_view_permission(request, obj):
+            raise PermissionDenied
+        show_api_calls = request.GET.get("api_calls") == "1"
+        events = list(selectors.request_timeline(obj))
+        return render_form_page(
+            self,
+            request,
+            title=f"Timeline: {obj.reference}",
+            obj=obj,
+            template="admin/gdpr_requests/datasubjectrequest/timeline.html",
+            context={
+                "entries": human_timeline(events, include_machine_steps=show_api_calls),
+                "show_api_calls": show_api_calls,
+                "event_count": len(events),
+            },
+        )
 
     # --- intake: staff enter a request received by letter, phone or email ------------------------------
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None):
