@@ -17,7 +17,7 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import BooleanField, Case, QuerySet, Value, When
+from django.db.models import BooleanField, Case, Count, QuerySet, Value, When
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
@@ -524,7 +524,8 @@ class DataSubjectRequestAdmin(StaffModelAdmin):
             "action_buttons": buttons,
             "timeline": latest,
             "timeline_total": timeline.count(),
-            "tasks": list(selectors.request_tasks(obj)),
+            # "Attempts" counts retries after failures; the calls actually made are what staff ask about.
+            "tasks": list(selectors.request_tasks(obj).annotate(call_count=Count("api_calls"))),
             "export": SubjectExport.objects.filter(request=obj).first(),
             "notes": list(obj.notes.select_related("author"))
             if request.user.has_perm("gdpr_requests.view_requestnote")
@@ -541,7 +542,7 @@ class DataSubjectRequestAdmin(StaffModelAdmin):
         return super().change_view(request, object_id, form_url, context)
 
     def history_view(self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None):
-        """"History" opens the request's timeline in sentences (the admin's own log stays empty: nobody edits a
+        """ "History" opens the request's timeline in sentences (the admin's own log stays empty: nobody edits a
         request's fields, every change is an audited action)."""
         obj = self.get_object(request, unquote(object_id))
         if obj is None or not self.has_view_permission(request, obj):
