@@ -170,7 +170,7 @@ def test_a_forbidden_intake_bulk_action_or_delete_changes_nothing(client, users,
     )
     client.post(
         reverse("admin:gdpr_requests_datasubjectrequest_changelist"),
-        {"action": "approve_selected", "_selected_action": [dsr.pk], "index": 0},
+        {"action": "approve_selected", "_selected_action": [dsr.pk], "index": 0, "apply": "1", "confirm": "on"},
     )
     client.post(
         reverse("admin:gdpr_requests_datasubjectrequest_changelist"),
@@ -238,3 +238,14 @@ def test_audit_events_cannot_be_changed_even_by_a_superuser(client, superuser, w
     assert AuditEvent.objects.count() == count
     event.refresh_from_db()
     assert event.action == "request.created"
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_the_timeline_history_page_follows_the_view_permission(client, users, world, role):
+    if users[role] is not None:
+        client.force_login(users[role])
+    response = client.get(reverse("admin:gdpr_requests_datasubjectrequest_history", args=[world["request"].pk]))
+    if role in ("privacy_staff", "auditor", "superuser"):
+        assert response.status_code == 200 and "Request received" in response.content.decode()
+    else:
+        assert response.status_code in (302, 403)
