@@ -104,3 +104,14 @@ def test_bulk_approval_routes_two_person_deletions_through_the_approval_record(p
     outcome = request_approve_many(request_pks=[deletion.pk, access.pk], actor=Actor.staff(staff_user))
     assert outcome.approved == [access.reference] and outcome.awaiting_second == [deletion.reference]
     assert status_of(deletion) == states.VERIFIED
+
+
+def test_select_all_keeps_the_filters_and_stays_small(staff_client, make_request):
+    made = [make_request(email=f"s{i}@example.org", verified_by_staff="id card", channel="staff") for i in range(3)]
+    url = reverse(CHANGELIST) + "?status__exact=verified"
+    data = {"action": "approve_selected", "_selected_action": [made[0].pk], "index": 0, "select_across": "1"}
+    page = staff_client.post(url, data).content.decode()
+    assert 'name="select_across" value="1"' in page and "status__exact=verified" in page
+    assert all(d.reference in page for d in made)  # the confirmation lists every request the filter selects
+    staff_client.post(url, {**data, "apply": "1", "confirm": "on"})
+    assert {status_of(d) for d in made} == {states.APPROVED}
