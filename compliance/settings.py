@@ -294,6 +294,8 @@ DSR_UNVERIFIED_EXPIRY_DAYS = env.int("DSR_UNVERIFIED_EXPIRY_DAYS", default=14)
 DSR_EXPORT_DAYS = env.int("DSR_EXPORT_DAYS", default=30)
 DSR_RETENTION_DAYS = env.int("DSR_RETENTION_DAYS", default=365)
 DSR_AUTO_APPROVE_ACCESS = env.bool("DSR_AUTO_APPROVE_ACCESS", default=False)
+# A first approval of a deletion that needs two approvers lapses after this many hours without its pair.
+DSR_APPROVAL_EXPIRY_HOURS = env.int("DSR_APPROVAL_EXPIRY_HOURS", default=72)
 DSR_DUPLICATE_WINDOW_DAYS = env.int("DSR_DUPLICATE_WINDOW_DAYS", default=30)
 DSR_STUCK_HOURS = env.int("DSR_STUCK_HOURS", default=72)
 DSR_STATUS_LINK_DAYS = env.int("DSR_STATUS_LINK_DAYS", default=400)

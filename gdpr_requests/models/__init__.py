@@ -6,6 +6,7 @@ Business rules live in the services (``requests/services.py`` and each feature p
 from __future__ import annotations
 
 from gdpr_requests.models.api import ApiKey, ApiScope, IdempotencyRecord
+from gdpr_requests.models.approvals import DeletionApproval, RejectionGround, RequestRejection
 from gdpr_requests.models.audit import ActorType, AuditChainHead, AuditEvent
 from gdpr_requests.models.cohorts import CohortAction, CohortIdentity, CohortIntake, CohortMember, CohortSync
 from gdpr_requests.models.identity import (
@@ -55,6 +56,7 @@ __all__ = [
     "CohortSync",
     "CredentialStatus",
     "DataSubjectRequest",
+    "DeletionApproval",
     "DeliveryStatus",
     "DisclosureType",
     "IdempotencyRecord",
@@ -69,8 +71,10 @@ __all__ = [
     "QueryBudgetUse",
     "RateLimitSlot",
     "Regulation",
+    "RejectionGround",
     "RequestKind",
     "RequestNote",
+    "RequestRejection",
     "Residency",
     "StaffAlert",
     "SubjectExport",

@@ -42,6 +42,12 @@ class MixpanelProject(models.Model):
         default=1999, validators=[MinValueValidator(1), MaxValueValidator(2000)]
     )
     is_active = models.BooleanField(default=True)
+    deletion_approvals_required = models.PositiveSmallIntegerField(
+        "deletion approvals required",
+        choices=[(1, "One staff member"), (2, "Two different staff members")],
+        default=1,
+        help_text="With two, a deletion touching this project waits for a second, different approver.",
+    )
     credential_status = models.CharField(
         max_length=10, choices=CredentialStatus.choices, default=CredentialStatus.UNKNOWN
     )

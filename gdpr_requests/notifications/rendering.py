@@ -22,7 +22,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext, pgettext_lazy
 
 from gdpr_requests.audit.queries import last_actor_type
-from gdpr_requests.models import DataSubjectRequest, RequestKind
+from gdpr_requests.models import DataSubjectRequest, Regulation, RequestKind, RequestRejection
 from gdpr_requests.requests import download_codes, states, tokens
 
 # Transitions (services hook actions) that the subject hears about; the action name is the event name.
@@ -112,6 +112,11 @@ def _context(request: DataSubjectRequest, event: str) -> dict | None:
         context["verification_url"] = tokens.verification_url(request)
     elif event != "expire":
         context["status_url"] = tokens.status_url(request)
+    if event == "reject":
+        # The ground in the law's words, and the rights the request's own regulation gives (rejection emails).
+        rejection = RequestRejection.objects.filter(request=request).first()
+        context["ground_label"] = rejection.get_ground_display() if rejection else ""
+        context["is_ccpa"] = request.regulation == Regulation.CCPA
     if event == "cancel":
         last_cancel = last_actor_type(request.reference, "request.cancel")
         context["by_subject"] = last_cancel in {"subject", ""}

@@ -35,6 +35,7 @@ UPDATABLE_FIELDS = frozenset(
         "api_secret",
         "token_owner_email",
         "is_active",
+        "deletion_approvals_required",
     }
 )
 # Fields whose old and new values may go into the trail (under these keys: "name" is refused in payloads).
@@ -46,6 +47,7 @@ _AUDIT_KEYS = {
     "residency": "residency",
     "deletion_batch_size": "deletion_batch_size",
     "is_active": "is_active",
+    "deletion_approvals_required": "deletion_approvals_required",
 }
 # Changing a credential makes any earlier check result meaningless.
 _CREDENTIAL_FIELDS = frozenset({"oauth_token", "project_token", "residency", "base_url_override"})
@@ -104,6 +106,10 @@ def _clean(values: dict[str, Any], *, instance: MixpanelProject | None) -> dict[
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ServiceError("The base URL must be an http:// or https:// URL with a host.")
         cleaned["base_url_override"] = cleaned["base_url_override"].rstrip("/")
+    if "deletion_approvals_required" in cleaned:
+        approvals = cleaned["deletion_approvals_required"]
+        if isinstance(approvals, bool) or approvals not in (1, 2):
+            raise ServiceError("Deletion approvals required must be 1 or 2.")
     if "deletion_batch_size" in cleaned:
         size = cleaned["deletion_batch_size"]
         if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_BATCH_SIZE:

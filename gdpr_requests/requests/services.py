@@ -30,7 +30,8 @@ from gdpr_requests.models import (
     RequestKind,
     RequestNote,
 )
-from gdpr_requests.requests import states
+from gdpr_requests.models.approvals import DeletionApproval, RejectionGround, RequestRejection
+from gdpr_requests.requests import approval_rules, states
 
 # Crockford's base32 without I, L, O, U: easy to read aloud and to type.
 REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -60,6 +61,18 @@ def register_transition_hook(hook: Callable[[int, str, str], None]) -> None:
     """``hook(request_id, action, new_status)`` runs after the commit of every transition."""
     if hook not in _after_transition_hooks:
         _after_transition_hooks.append(hook)
+
+
+def transition_hooks_on_commit(request_ids: Sequence[int], action: str, new_status: str) -> None:
+    """Schedule the transition hooks for requests moved in bulk (one set-based UPDATE), after the commit."""
+    hooks = list(_after_transition_hooks)
+
+    def run() -> None:
+        for request_id in request_ids:
+            for hook in hooks:
+                hook(request_id, action, new_status)
+
+    transaction.on_commit(run)
 
 
 class ServiceError(Exception):
@@ -403,7 +416,13 @@ def approval_blockers(request: DataSubjectRequest) -> list[str]:
 
 
 def request_approve(*, request: DataSubjectRequest, actor: Actor) -> DataSubjectRequest:
-    """verified → approved; the pipeline then plans its Mixpanel tasks."""
+    """verified → approved; the pipeline then plans its Mixpanel tasks.
+
+    A deletion whose projects require two approvers moves only when two different staff members' approvals of
+    exactly this request (requests/approval_rules.py) are on record; requests.approvals.request_approval_record records
+    them and calls this. The audit event then names both approvers.
+    """
+    payload: dict[str, Any] = {}
 
     def check(current: DataSubjectRequest) -> None:
         registered = _registered_approval_blockers(current)
@@ -411,6 +430,16 @@ def request_approve(*, request: DataSubjectRequest, actor: Actor) -> DataSubject
             raise ServiceError(f"Request {current.reference} cannot be approved yet: {'; '.join(registered)}.")
         if not current.distinct_ids:
             raise ServiceError(f"Request {current.reference} has no Mixpanel distinct id: add one before approving.")
+        required = approval_rules.approvals_required(current)
+        if required > 1:
+            approvals = approval_rules.valid_approvals(current)
+            approvers = list(dict.fromkeys(a.approver.get_username() for a in approvals))
+            if len({a.approver_id for a in approvals}) < required:
+                raise ServiceError(
+                    f"Request {current.reference} needs approvals from {required} different staff members; "
+                    f"{len(approvers)} on record."
+                )
+            payload.update(approvers=approvers, approvals_required=required)
 
     request.refresh_from_db(fields=["distinct_ids"])
     return _transition(
@@ -418,19 +447,35 @@ def request_approve(*, request: DataSubjectRequest, actor: Actor) -> DataSubject
         action="approve",
         actor=actor,
         updates={"approved_at": timezone.now(), "approved_by_id": actor.user_pk},
+        payload=payload,
         check=check,
     )
 
 
-def request_reject(*, request: DataSubjectRequest, reason: str, actor: Actor) -> DataSubjectRequest:
-    reason = _require_reason(reason, "reject a request")
-    return _transition(
-        request=request,
-        action="reject",
-        actor=actor,
-        updates={"rejection_reason": reason},
-        payload={"reason_length": len(reason)},
-    )
+def request_reject(
+    *, request: DataSubjectRequest, reason: str, actor: Actor, ground: str = RejectionGround.OTHER
+) -> DataSubjectRequest:
+    """Refuse a request on ``ground`` (RejectionGround) with free text for the subject (required for "other").
+
+    The subject's email states the ground and their rights under the request's regulation.
+    """
+    if ground not in RejectionGround.values:
+        raise ServiceError(f"Unknown rejection ground {ground!r}: use one of {', '.join(RejectionGround.values)}.")
+    if ground == RejectionGround.OTHER:
+        reason = _require_reason(reason, "reject a request")
+    elif len(reason or "") > 2000:
+        raise ServiceError("The reason is longer than 2000 characters.")
+    reason = (reason or "").strip()
+    with transaction.atomic():
+        request = _transition(
+            request=request,
+            action="reject",
+            actor=actor,
+            updates={"rejection_reason": reason},
+            payload={"reason_length": len(reason), "ground": ground},
+        )
+        RequestRejection.objects.update_or_create(request=request, defaults={"ground": ground})
+    return request
 
 
 def request_hold(*, request: DataSubjectRequest, reason: str, actor: Actor) -> DataSubjectRequest:
@@ -568,11 +613,13 @@ def request_set_distinct_ids(
         before = len(locked.distinct_ids)
         locked.distinct_ids = ids
         locked.save(update_fields=["distinct_ids", "updated_at"])
+        # An approval covers the ids it saw: new ids need new approvals.
+        voided, _ = DeletionApproval.objects.filter(request=locked).delete()
         audit_record(
             action="request.distinct_ids_changed",
             actor=actor,
             request_reference=locked.reference,
-            payload={"count_before": before, "count_after": len(ids)},
+            payload={"count_before": before, "count_after": len(ids), "approvals_voided": voided},
         )
     request.distinct_ids = ids
     return request
@@ -588,11 +635,12 @@ def request_set_projects(
                 f"Request {locked.reference} is {locked.status}: projects can only change before approval."
             )
         locked.projects.set(projects)
+        voided, _ = DeletionApproval.objects.filter(request=locked).delete()
         audit_record(
             action="request.projects_changed",
             actor=actor,
             request_reference=locked.reference,
-            payload={"projects": sorted(p.name for p in projects)},
+            payload={"projects": sorted(p.name for p in projects), "approvals_voided": voided},
         )
     return request
 

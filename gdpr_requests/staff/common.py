@@ -87,8 +87,35 @@ def with_declared_filters_only(admin_class: type[admin.ModelAdmin]) -> type[admi
     return type(admin_class.__name__, (DeclaredFiltersOnly, admin_class), {"__module__": admin_class.__module__})
 
 
+# How people write these names (Django derives "Api calls" and "mixpanel project" from the class names); used for
+# the index, the change lists' and the object pages' titles, without touching the models' migration state.
+DISPLAY_NAMES = {
+    "apicall": ("API call", "API calls"),
+    "mixpanelproject": ("Mixpanel project", "Mixpanel projects"),
+    "mixpaneltask": ("Mixpanel task", "Mixpanel tasks"),
+}
+
+
+def display_names(opts: Any) -> tuple[str, str]:
+    return DISPLAY_NAMES.get(opts.model_name, (str(opts.verbose_name), str(opts.verbose_name_plural)))
+
+
 class StaffModelAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
     """The base of the staff workspace's model admins."""
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        if self.model._meta.model_name in DISPLAY_NAMES:
+            extra_context = {"title": display_names(self.model._meta)[1], **(extra_context or {})}
+        return super().changelist_view(request, extra_context)
+
+    def changeform_view(
+        self, request: HttpRequest, object_id: str | None = None, form_url: str = "", extra_context: Any = None
+    ) -> Any:
+        if self.model._meta.model_name in DISPLAY_NAMES:
+            singular = display_names(self.model._meta)[0]
+            verb = "Add" if object_id is None else ("Change" if self.has_change_permission(request) else "View")
+            extra_context = {"title": f"{verb} {singular}", **(extra_context or {})}
+        return super().changeform_view(request, object_id, form_url, extra_context)
 
 
 class ReadOnlyAdmin(StaffModelAdmin):

@@ -8,7 +8,7 @@ from typing import Any
 from django import forms
 from django.utils import timezone
 
-from gdpr_requests.models import Channel, DisclosureType, MixpanelProject, Regulation, RequestKind
+from gdpr_requests.models import Channel, DisclosureType, MixpanelProject, Regulation, RejectionGround, RequestKind
 from gdpr_requests.requests import selectors
 from gdpr_requests.requests.services import MAX_DISTINCT_IDS
 
@@ -156,3 +156,31 @@ class IntakeForm(forms.Form):
             "verified_by_staff": data["identity_verification"].strip(),
             "channel": Channel.STAFF,
         }
+
+
+class ApproveConfirmForm(forms.Form):
+    """The approve page's explicit confirmation: a box to tick, so that a stray click approves nothing."""
+
+    confirm = forms.BooleanField(
+        label="I have checked what these approvals will do, and I approve.",
+        error_messages={"required": "Tick the box to confirm the approval."},
+    )
+
+
+class RejectForm(forms.Form):
+    """A ground in the law's words (the subject's email states it) and free text, required for "other"."""
+
+    ground = forms.ChoiceField(label="Ground", choices=RejectionGround.choices, widget=forms.RadioSelect)
+    reason = forms.CharField(
+        label="Explanation for the requester",
+        max_length=REASON_MAX,
+        widget=TEXTAREA,
+        required=False,
+        help_text="Shown to the requester: write it for them. Required for 'another reason'.",
+    )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if cleaned.get("ground") == RejectionGround.OTHER and not (cleaned.get("reason") or "").strip():
+            self.add_error("reason", "Explain the reason to the requester.")
+        return cleaned

@@ -8,6 +8,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
@@ -15,7 +16,9 @@ from django.utils.formats import date_format
 from django.utils.html import format_html
 
 from gdpr_requests.audit.chain import Actor
-from gdpr_requests.models import CredentialStatus, MixpanelProject
+from gdpr_requests.mixpanel.client import CREDENTIAL as CREDENTIAL_OUTCOME
+from gdpr_requests.mixpanel.client import OK as OK_OUTCOME
+from gdpr_requests.models import ApiCall, CredentialStatus, MixpanelProject
 from gdpr_requests.staff.common import REFUSALS, StaffModelAdmin, can_work, render_form_page
 
 EXPIRY_WARNING_DAYS = 30
@@ -199,12 +202,35 @@ class MixpanelProjectAdmin(StaffModelAdmin):
             phrase, css = f"in {days} days", "dsr-expiry-ok"
         return format_html('{} <span class="dsr-expiry {}">({})</span>', date_format(obj.token_expires_on), css, phrase)
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[MixpanelProject]:
+        # The latest real API call that says something about the credentials (answered, or refused them): one
+        # subquery for the page, so the status is not "Not checked" after hundreds of successful calls.
+        latest = ApiCall.objects.filter(project=OuterRef("pk"), outcome__in=[OK_OUTCOME, CREDENTIAL_OUTCOME]).order_by(
+            "-created_at", "-pk"
+        )
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                last_call_outcome=Subquery(latest.values("outcome")[:1]),
+                last_call_at=Subquery(latest.values("created_at")[:1]),
+            )
+        )
+
     @admin.display(description="credential", ordering="credential_status")
     def credential_badge(self, obj: MixpanelProject) -> str:
-        css = {CredentialStatus.OK: "ok", CredentialStatus.FAILING: "failing"}.get(obj.credential_status, "unknown")
-        return format_html(
-            '<span class="dsr-credential dsr-credential-{}">{}</span>', css, obj.get_credential_status_display()
-        )
+        status, label = obj.credential_status, obj.get_credential_status_display()
+        when = ""
+        last_at = getattr(obj, "last_call_at", None)
+        if last_at is not None and (obj.credential_checked_at is None or last_at > obj.credential_checked_at):
+            # A real call is newer than the last check: it tells the truth about the credentials.
+            status = CredentialStatus.OK if obj.last_call_outcome == OK_OUTCOME else CredentialStatus.FAILING
+            label = CredentialStatus(status).label
+            when = f" (last API call {date_format(timezone.localtime(last_at), 'j M Y, H:i')})"
+        elif obj.credential_checked_at is not None:
+            when = f" (checked {date_format(timezone.localtime(obj.credential_checked_at), 'j M Y, H:i')})"
+        css = {CredentialStatus.OK: "ok", CredentialStatus.FAILING: "failing"}.get(status, "unknown")
+        return format_html('<span class="dsr-credential dsr-credential-{}">{}</span>{}', css, label, when)
 
     # --- saving goes through the project services (validation + audit event) ---------------------------
     def save_model(self, request: HttpRequest, obj: MixpanelProject, form: ProjectForm, change: bool) -> None:

@@ -17,7 +17,7 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import BooleanField, Case, QuerySet, Value, When
+from django.db.models import BooleanField, Case, Count, QuerySet, Value, When
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
@@ -26,8 +26,11 @@ from django.utils.html import format_html, format_html_join
 
 from gdpr_requests import crypto, pipeline
 from gdpr_requests.audit.chain import Actor
+from gdpr_requests.audit.timeline import DECISION, human_timeline
 from gdpr_requests.models import DataSubjectRequest, SubjectExport
-from gdpr_requests.requests import selectors, services, states
+from gdpr_requests.requests import approval_rules, selectors, services, states
+from gdpr_requests.requests.approvals import request_approval_record, request_approve_many
+from gdpr_requests.staff import approve_page
 from gdpr_requests.staff import forms as action_forms
 from gdpr_requests.staff import services as staff_services
 from gdpr_requests.staff.common import REFUSALS, StaffModelAdmin, can_work, render_form_page
@@ -45,6 +48,11 @@ TIMELINE_LIMIT = 200
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _some(references: list[str], limit: int = 20) -> str:
+    shown = ", ".join(references[:limit])
+    return shown if len(references) <= limit else f"{shown} and {len(references) - limit} more"
 
 
 def due_phrase(dsr: DataSubjectRequest, today: date | None = None) -> tuple[str, str]:
@@ -97,12 +105,17 @@ def _reason_form(label: str, help_text: str = "", *, required: bool = True) -> C
 
 
 def _approve(dsr: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
-    services.request_approve(request=dsr, actor=actor)
+    outcome = request_approval_record(request=dsr, actor=actor)
+    if not outcome.approved:
+        return (
+            f"Recorded your approval of {dsr.reference} ({outcome.approvals} of {outcome.required}): "
+            f"a different staff member must approve it too before it is carried out."
+        )
     return f"Approved {dsr.reference}: its Mixpanel tasks will be planned and submitted."
 
 
 def _reject(dsr: DataSubjectRequest, data: dict[str, Any], actor: Actor) -> str:
-    services.request_reject(request=dsr, reason=data["reason"], actor=actor)
+    services.request_reject(request=dsr, reason=data["reason"], ground=data["ground"], actor=actor)
     return f"Rejected {dsr.reference}; the requester is told why."
 
 
@@ -193,6 +206,7 @@ REQUEST_ACTIONS: dict[str, RequestAction] = {
             "Approve request",
             lambda r: r.status in PRE_APPROVAL,
             _approve,
+            form=lambda data, r: action_forms.ApproveConfirmForm(data),
             blockers=services.approval_blockers,
             explain=lambda r: "Approving starts processing: the request's Mixpanel tasks are planned and submitted.",
         ),
@@ -276,12 +290,12 @@ REQUEST_ACTIONS: dict[str, RequestAction] = {
             "Reject request",
             lambda r: r.status in states.TRANSITIONS["reject"].sources,
             _reject,
-            form=_reason_form("Reason for rejecting", "Shown to the requester: write it for them."),
+            form=lambda data, r: action_forms.RejectForm(data),
             danger=True,
         ),
         RequestAction(
             "cancel",
-            "Cancel",
+            "Cancel request",
             "Cancel request",
             lambda r: r.is_open,
             _cancel,
@@ -498,11 +512,20 @@ class DataSubjectRequestAdmin(StaffModelAdmin):
                     }
                 )
         timeline = selectors.request_timeline(obj)
+        show_api_calls = request.GET.get("api_calls") == "1"
+        latest = list(timeline[:TIMELINE_LIMIT])
+        entries = human_timeline(latest, include_machine_steps=show_api_calls)[::-1]  # newest first
         return {
+            "decisions": [entry for entry in entries if entry.kind == DECISION],
+            "steps": [entry for entry in entries if entry.kind != DECISION],
+            "show_api_calls": show_api_calls,
+            "history_url": reverse("admin:gdpr_requests_datasubjectrequest_history", args=[obj.pk]),
+            "approval_state": approval_rules.approval_state(obj) if obj.status in PRE_APPROVAL else None,
             "action_buttons": buttons,
-            "timeline": list(timeline[:TIMELINE_LIMIT]),
+            "timeline": latest,
             "timeline_total": timeline.count(),
-            "tasks": list(selectors.request_tasks(obj)),
+            # "Attempts" counts retries after failures; the calls actually made are what staff ask about.
+            "tasks": list(selectors.request_tasks(obj).annotate(call_count=Count("api_calls"))),
             "export": SubjectExport.objects.filter(request=obj).first(),
             "notes": list(obj.notes.select_related("author"))
             if request.user.has_perm("gdpr_requests.view_requestnote")
@@ -517,6 +540,27 @@ class DataSubjectRequestAdmin(StaffModelAdmin):
         if obj is not None and self.has_view_permission(request, obj):
             context.update(self._workspace_context(request, obj))
         return super().change_view(request, object_id, form_url, context)
+
+    def history_view(self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None):
+        """ "History" opens the request's timeline in sentences (the admin's own log stays empty: nobody edits a
+        request's fields, every change is an audited action)."""
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None or not self.has_view_permission(request, obj):
+            raise PermissionDenied
+        show_api_calls = request.GET.get("api_calls") == "1"
+        events = list(selectors.request_timeline(obj))
+        return render_form_page(
+            self,
+            request,
+            title=f"Timeline: {obj.reference}",
+            obj=obj,
+            template="admin/gdpr_requests/datasubjectrequest/timeline.html",
+            context={
+                "entries": human_timeline(events, include_machine_steps=show_api_calls),
+                "show_api_calls": show_api_calls,
+                "event_count": len(events),
+            },
+        )
 
     # --- intake: staff enter a request received by letter, phone or email ------------------------------
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None):
@@ -572,6 +616,10 @@ class DataSubjectRequestAdmin(StaffModelAdmin):
                 self.message_user(request, message, messages.SUCCESS)
                 return HttpResponseRedirect(reverse("admin:gdpr_requests_datasubjectrequest_change", args=[obj.pk]))
             obj.refresh_from_db()
+        if spec.slug == "approve":
+            blockers = spec.blockers(obj)
+            blocked = f"Cannot approve: {'; '.join(blockers)}." if blockers else ""
+            return self._approve_page(request, [obj.pk], form, obj=obj, blocked_reason=blocked)
         blockers = spec.blockers(obj)
         return render_form_page(
             self,
@@ -626,9 +674,69 @@ class DataSubjectRequestAdmin(StaffModelAdmin):
             },
         )
 
-    @admin.action(description="Approve selected requests", permissions=["work"])
-    def approve_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
-        self._each(request, queryset, "Approved", lambda dsr, actor: services.request_approve(request=dsr, actor=actor))
+    def _approve_page(
+        self,
+        request: HttpRequest,
+        pks: list[int],
+        form: forms.Form,
+        *,
+        obj: Any = None,
+        bulk: bool = False,
+        blocked_reason: str = "",
+    ) -> HttpResponse:
+        rows = approve_page.approval_rows(pks)
+        approvable = sum(1 for row in rows if not row.blocked)
+        title = f"Approve request: {obj.reference}" if obj is not None and not bulk else "Approve requests"
+        return render_form_page(
+            self,
+            request,
+            title=title,
+            form=form,
+            obj=obj,
+            template="admin/gdpr_requests/approve_confirm.html",
+            context={
+                "rows": rows,
+                "bulk": bulk,
+                "blocked_count": len(rows) - approvable,
+                "approvable_count": approvable,
+                "blocked_reason": blocked_reason,
+                "submit_label": f"Approve {_plural(approvable, 'request')}" if bulk else "Approve",
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                # "Select all N" posts the page's ids with select_across=1 and the filters in the query string:
+                # re-posting the same keeps the confirmation's body small whatever N is.
+                "select_across": request.POST.get("select_across", "0") if bulk else "0",
+                "selected_ids": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME) if bulk else [],
+                "preserved_query": request.GET.urlencode() if bulk else "",
+            },
+        )
+
+    @admin.action(description="Approve selected requests…", permissions=["work"])
+    def approve_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        """Like Django's delete_selected: a confirmation page first, then one set-based approval."""
+        applying = "apply" in request.POST
+        form = action_forms.ApproveConfirmForm(request.POST if applying else None)
+        pks = list(queryset.values_list("pk", flat=True))
+        if not (applying and form.is_valid()):
+            return self._approve_page(request, pks, form, bulk=True)
+        outcome = request_approve_many(request_pks=pks, actor=Actor.staff(request.user))
+        if outcome.approved:
+            self.message_user(
+                request,
+                f"Approved {_plural(len(outcome.approved), 'request')}: {_some(outcome.approved)}.",
+                messages.SUCCESS,
+            )
+        if outcome.awaiting_second:
+            self.message_user(
+                request,
+                f"Recorded your approval of {_some(outcome.awaiting_second)}: "
+                "a different staff member must approve them too.",
+                messages.WARNING,
+            )
+        for message in outcome.refused[:20]:
+            self.message_user(request, message, messages.ERROR)
+        if len(outcome.refused) > 20:
+            self.message_user(request, f"… and {len(outcome.refused) - 20} more not approved.", messages.ERROR)
+        return None
 
     @admin.action(description="Assign selected requests to…", permissions=["work"])
     def assign_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
@@ -650,18 +758,14 @@ class DataSubjectRequestAdmin(StaffModelAdmin):
     @admin.action(description="Reject selected requests (one reason)…", permissions=["work"])
     def reject_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         applying = "apply" in request.POST
-        form = action_forms.ReasonForm(
-            request.POST if applying else None,
-            label="Reason for rejecting",
-            help_text="Shown to every requester of the selected requests.",
-        )
+        form = action_forms.RejectForm(request.POST if applying else None)
         if applying and form.is_valid():
-            reason = form.cleaned_data["reason"]
+            reason, ground = form.cleaned_data["reason"], form.cleaned_data["ground"]
             self._each(
                 request,
                 queryset,
                 "Rejected",
-                lambda dsr, actor: services.request_reject(request=dsr, reason=reason, actor=actor),
+                lambda dsr, actor: services.request_reject(request=dsr, reason=reason, ground=ground, actor=actor),
             )
             return None
         return self._bulk_page(

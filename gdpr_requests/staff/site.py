@@ -20,7 +20,7 @@ from django.urls import reverse
 from django.utils.formats import date_format
 
 from gdpr_requests.requests import selectors
-from gdpr_requests.staff.common import with_declared_filters_only
+from gdpr_requests.staff.common import DISPLAY_NAMES, with_declared_filters_only
 from gdpr_requests.staff.login_security import StaffLoginForm, second_factor_required
 
 CHART_WIDTH = 720
@@ -160,6 +160,14 @@ class PrivacyAdminSite(admin.AdminSite):
         # Every admin on this site, contrib apps' (users, groups) and third-party ones included, filters only
         # through its declared filters: see staff.common.DeclaredFiltersOnly.
         super().register(model_or_iterable, with_declared_filters_only(admin_class or admin.ModelAdmin), **options)
+
+    def get_app_list(self, request: HttpRequest, app_label: str | None = None) -> list[dict[str, Any]]:
+        apps = super().get_app_list(request, app_label)
+        for app in apps:
+            for model in app["models"]:
+                if model["object_name"].lower() in DISPLAY_NAMES:
+                    model["name"] = DISPLAY_NAMES[model["object_name"].lower()][1]
+        return apps
 
     def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> TemplateResponse:
         context = dict(extra_context or {})

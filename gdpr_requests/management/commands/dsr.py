@@ -36,9 +36,11 @@ from gdpr_requests.models import (
     MixpanelProject,
     MixpanelTask,
     Regulation,
+    RejectionGround,
     RequestKind,
 )
 from gdpr_requests.requests import services, states
+from gdpr_requests.requests.approvals import request_approval_record
 
 # What staff can do to a request; the other transitions belong to the system (processing, expiry).
 OPERATOR_ACTIONS = ("verify", "approve", "reject", "hold", "resume", "retry", "cancel")
@@ -193,9 +195,19 @@ class Command(CliCommand):
         imp.add_argument("file", metavar="FILE.csv")
         imp.add_argument("--dry-run", action="store_true", help="Check every row, create nothing.")
 
-        add("approve", "Approve a verified request (verified → approved); processing then starts.")
+        add(
+            "approve",
+            "Approve a verified request (verified → approved; a deletion whose projects need two approvers moves "
+            "on the second, different approver's call); processing then starts.",
+        )
         reject = add("reject", "Reject a request; the reason is kept and shown to the subject.")
-        reject.add_argument("--reason", required=True)
+        reject.add_argument("--reason", required=True, help="Free text for the requester.")
+        reject.add_argument(
+            "--ground",
+            choices=RejectionGround.values,
+            default=RejectionGround.OTHER,
+            help="Why, in the law's words; the requester's email states it.",
+        )
         cancel = add("cancel", "Withdraw a request (a deletion only while Mixpanel can still cancel it).")
         cancel.add_argument("--reason", default="")
         extend = add("extend", "Extend the deadline once, as the request's law allows.")
@@ -377,10 +389,26 @@ class Command(CliCommand):
             self.stdout.write(f"{dsr.reference}: {before} -> {dsr.status} (due {dsr.due_at})")
 
     def do_approve(self, options: dict[str, Any]) -> None:
-        self._move(options, services.request_approve)
+        """Record one approval; a deletion needing two approvers moves on the second, different one."""
+        dsr = get_request(options["reference"])
+        before = dsr.status
+        outcome = request_approval_record(request=dsr, actor=actor_for(options["by"]))
+        dsr.refresh_from_db()
+        if options["json"]:
+            write_json(
+                self.stdout,
+                {**request_summary(dsr), "approvals": outcome.approvals, "required": outcome.required},
+            )
+        elif outcome.approved:
+            self.stdout.write(f"{dsr.reference}: {before} -> {dsr.status} (due {dsr.due_at})")
+        else:
+            self.stdout.write(
+                f"{dsr.reference}: approval {outcome.approvals} of {outcome.required} recorded; "
+                f"{outcome.remaining} more from a different staff member needed ({dsr.status})"
+            )
 
     def do_reject(self, options: dict[str, Any]) -> None:
-        self._move(options, services.request_reject, reason=options["reason"])
+        self._move(options, services.request_reject, reason=options["reason"], ground=options["ground"])
 
     def do_cancel(self, options: dict[str, Any]) -> None:
         self._move(options, services.request_cancel, reason=options["reason"])

@@ -45,6 +45,7 @@ def project_summary(project: MixpanelProject, *, has_api_secret: bool) -> dict[s
         "base_url_overridden": bool(project.base_url_override),
         "is_active": project.is_active,
         "deletion_batch_size": project.deletion_batch_size,
+        "deletion_approvals_required": project.deletion_approvals_required,
         "token_expires_on": project.token_expires_on,
         "days_until_token_expiry": project.days_until_token_expiry,
         "has_api_secret": has_api_secret,
@@ -90,6 +91,12 @@ class Command(CliCommand):
         update.add_argument("--residency", choices=Residency.values)
         update.add_argument("--base-url", metavar="URL", help="New API base URL override ('' removes it).")
         update.add_argument("--batch-size", type=positive_int)
+        update.add_argument(
+            "--deletion-approvals",
+            type=int,
+            choices=(1, 2),
+            help="Staff approvals a deletion needs (2: two different people).",
+        )
         update.add_argument("--api-secret-file", metavar="FILE")
         update.add_argument("--owner-email")
         active = update.add_mutually_exclusive_group()
@@ -151,6 +158,7 @@ class Command(CliCommand):
             ("residency", "residency"),
             ("base_url", "base_url_override"),
             ("batch_size", "deletion_batch_size"),
+            ("deletion_approvals", "deletion_approvals_required"),
             ("owner_email", "token_owner_email"),
             ("is_active", "is_active"),
         ):

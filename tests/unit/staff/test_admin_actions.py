@@ -49,6 +49,9 @@ def assert_done_by_staff(dsr: DataSubjectRequest, action: str, user) -> None:
     assert (event.actor_type, event.actor_label) == ("staff", user.get_username())
 
 
+CONFIRM = {"confirm": "on"}
+
+
 def post(client, dsr, action, data=None):
     return client.post(action_url(dsr, action), data or {})
 
@@ -62,7 +65,7 @@ def assert_refused(response, dsr, before, text: str) -> None:
 
 # --- approve ---------------------------------------------------------------------------------------------
 def test_approve_moves_a_verified_request_with_ids_to_approved(staff_client, staff_user, verified_request):
-    response = post(staff_client, verified_request, "approve")
+    response = post(staff_client, verified_request, "approve", CONFIRM)
     assert response.status_code == 302
     assert response["Location"] == change_url(verified_request)
     verified_request.refresh_from_db()
@@ -77,7 +80,7 @@ def test_approve_page_of_an_unverified_request_is_disabled_and_says_why(staff_cl
     assert "Cannot approve: it is unverified, not verified; it has no Mixpanel distinct id yet." in page
     assert "disabled" in page
     before = snapshot(dsr)
-    assert_refused(post(staff_client, dsr, "approve"), dsr, before, "cannot approve")
+    assert_refused(post(staff_client, dsr, "approve", CONFIRM), dsr, before, "cannot approve")
 
 
 def test_approve_without_a_distinct_id_is_refused_by_the_service(staff_client, make_request, project):
@@ -85,15 +88,17 @@ def test_approve_without_a_distinct_id_is_refused_by_the_service(staff_client, m
     change = staff_client.get(change_url(dsr)).content.decode()
     assert "Cannot approve: it has no Mixpanel distinct id yet." in change
     before = snapshot(dsr)
-    assert_refused(post(staff_client, dsr, "approve"), dsr, before, "no Mixpanel distinct id")
+    assert_refused(post(staff_client, dsr, "approve", CONFIRM), dsr, before, "no Mixpanel distinct id")
 
 
 # --- reject, hold, resume, extend ------------------------------------------------------------------------
 def test_reject_needs_a_reason_and_stores_it(staff_client, staff_user, verified_request):
     before = snapshot(verified_request)
-    response = post(staff_client, verified_request, "reject", {"reason": "   "})
-    assert_refused(response, verified_request, before, "This field is required.")
-    response = post(staff_client, verified_request, "reject", {"reason": "We hold no data for this person."})
+    response = post(staff_client, verified_request, "reject", {"ground": "other", "reason": "   "})
+    assert_refused(response, verified_request, before, "Explain the reason to the requester.")
+    response = post(
+        staff_client, verified_request, "reject", {"ground": "other", "reason": "We hold no data for this person."}
+    )
     assert response.status_code == 302
     verified_request.refresh_from_db()
     assert verified_request.status == states.REJECTED
@@ -104,7 +109,7 @@ def test_reject_needs_a_reason_and_stores_it(staff_client, staff_user, verified_
 def test_reject_in_the_wrong_state_shows_the_state_machine_refusal(staff_client, verified_request, staff_actor):
     services.request_approve(request=verified_request, actor=staff_actor)
     before = snapshot(verified_request)
-    response = post(staff_client, verified_request, "reject", {"reason": "too late"})
+    response = post(staff_client, verified_request, "reject", {"ground": "other", "reason": "too late"})
     assert_refused(response, verified_request, before, "is approved: cannot reject")
 
 
@@ -241,7 +246,7 @@ def test_cancel_is_disabled_once_mixpanel_carried_out_the_deletion(
     )
     task.requests.add(verified_request)
     page = staff_client.get(change_url(verified_request)).content.decode()
-    assert "Cannot cancel: Mixpanel has already carried out this deletion" in page
+    assert "Cannot cancel request: Mixpanel has already carried out this deletion" in page
     before = snapshot(verified_request)
     assert_refused(post(staff_client, verified_request, "cancel"), verified_request, before, "already carried out")
 
@@ -327,7 +332,12 @@ def test_request_page_shows_timeline_newest_first_tasks_export_and_buttons(
     )
     page = staff_client.get(change_url(verified_request)).content.decode()
     timeline = page[page.index('id="dsr-timeline"') :]
-    assert timeline.index("request.approve") < timeline.index("request.note_added") < timeline.index("request.created")
+    decisions = timeline[timeline.index("Decisions") : timeline.index("Processing and messages")]
+    assert (
+        decisions.index("Approved by alice")
+        < decisions.index("Internal note added by alice")
+        < decisions.index("Request received")
+    )
     for text in ("trk-42", "STAGING", "HTTP 503 on status", "owner@company.example", "ab" * 32, "2.0\xa0KB", ">3<"):
         assert text in page, text
     assert "person@example.org" in page  # staff see the requester
@@ -339,7 +349,7 @@ def test_request_page_shows_timeline_newest_first_tasks_export_and_buttons(
 def test_auditors_see_the_request_without_personal_data_or_buttons(auditor_client, verified_request, staff_actor):
     services.request_add_note(request=verified_request, note="internal", actor=staff_actor)
     page = auditor_client.get(change_url(verified_request)).content.decode()
-    assert verified_request.reference in page and "request.created" in page
+    assert verified_request.reference in page and "Request received through the staff" in page
     assert "person@example.org" not in page and "Pat Person" not in page and "user-1" not in page
     assert "/act/" not in page
 
@@ -352,7 +362,7 @@ def bulk(client, action, selected, **extra):
 
 def test_bulk_approve_approves_what_it_can_and_names_what_it_cannot(staff_client, verified_request, make_request):
     unverified = make_request(email="other@example.org")
-    response = bulk(staff_client, "approve_selected", [verified_request, unverified], index=0)
+    response = bulk(staff_client, "approve_selected", [verified_request, unverified], index=0, apply="1", confirm="on")
     assert response.status_code == 302
     verified_request.refresh_from_db()
     unverified.refresh_from_db()
@@ -368,10 +378,12 @@ def test_bulk_reject_asks_for_one_reason_on_an_intermediate_page(staff_client, v
     assert page.status_code == 200
     assert verified_request.reference in page.content.decode() and 'name="apply"' in page.content.decode()
     before = snapshot(verified_request)
-    response = bulk(staff_client, "reject_selected", [verified_request, second], apply="1", reason="")
-    assert response.status_code == 200 and "This field is required." in response.content.decode()
+    response = bulk(staff_client, "reject_selected", [verified_request, second], apply="1", ground="other", reason="")
+    assert response.status_code == 200 and "Explain the reason to the requester." in response.content.decode()
     assert snapshot(verified_request) == before
-    response = bulk(staff_client, "reject_selected", [verified_request, second], apply="1", reason="Duplicate.")
+    response = bulk(
+        staff_client, "reject_selected", [verified_request, second], apply="1", ground="other", reason="Duplicate."
+    )
     assert response.status_code == 302
     assert set(DataSubjectRequest.objects.values_list("status", "rejection_reason")) == {
         (states.REJECTED, "Duplicate.")

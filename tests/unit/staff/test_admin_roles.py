@@ -31,7 +31,7 @@ LOGIN = "login"  # a redirect to the admin's login page
 
 # Valid POST data for each request action, so that a refusal can only come from the permission check.
 ACTION_DATA = {
-    "approve": {},
+    "approve": {"confirm": "on"},
     "verify-identity": {"how": "video call"},
     "distinct-ids": {"distinct_ids": "user-1\nuser-2"},
     "projects": {},  # filled in with the project's pk
@@ -42,7 +42,7 @@ ACTION_DATA = {
     "resume": {"reason": ""},
     "retry": {},
     "resend-verification": {},
-    "reject": {"reason": "not our customer"},
+    "reject": {"ground": "not_our_subject", "reason": "not our customer"},
     "cancel": {"reason": ""},
 }
 
@@ -170,11 +170,11 @@ def test_a_forbidden_intake_bulk_action_or_delete_changes_nothing(client, users,
     )
     client.post(
         reverse("admin:gdpr_requests_datasubjectrequest_changelist"),
-        {"action": "approve_selected", "_selected_action": [dsr.pk], "index": 0},
+        {"action": "approve_selected", "_selected_action": [dsr.pk], "index": 0, "apply": "1", "confirm": "on"},
     )
     client.post(
         reverse("admin:gdpr_requests_datasubjectrequest_changelist"),
-        {"action": "reject_selected", "_selected_action": [dsr.pk], "apply": "1", "reason": "bulk"},
+        {"action": "reject_selected", "_selected_action": [dsr.pk], "apply": "1", "ground": "other", "reason": "bulk"},
     )
     client.post(reverse("admin:gdpr_requests_datasubjectrequest_delete", args=[dsr.pk]), {"post": "yes"})
     assert DataSubjectRequest.objects.count() == requests_before
@@ -238,3 +238,14 @@ def test_audit_events_cannot_be_changed_even_by_a_superuser(client, superuser, w
     assert AuditEvent.objects.count() == count
     event.refresh_from_db()
     assert event.action == "request.created"
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_the_timeline_history_page_follows_the_view_permission(client, users, world, role):
+    if users[role] is not None:
+        client.force_login(users[role])
+    response = client.get(reverse("admin:gdpr_requests_datasubjectrequest_history", args=[world["request"].pk]))
+    if role in ("privacy_staff", "auditor", "superuser"):
+        assert response.status_code == 200 and "Request received" in response.content.decode()
+    else:
+        assert response.status_code in (302, 403)
