@@ -25,7 +25,16 @@ from django.conf import settings
 from django.utils import timezone
 
 from gdpr_requests.audit import chain as audit
-from gdpr_requests.models import ApiCall, AuditEvent, DataSubjectRequest, MixpanelTask, SubjectExport, TaskRequestLink
+from gdpr_requests.audit.timeline import human_timeline
+from gdpr_requests.models import (
+    ApiCall,
+    AuditEvent,
+    DataSubjectRequest,
+    MixpanelProject,
+    MixpanelTask,
+    SubjectExport,
+    TaskRequestLink,
+)
 from gdpr_requests.reports.summary import ANSWERED_STATES
 
 SCHEMA = "dsr-evidence-pack/1"
@@ -65,7 +74,8 @@ def build_evidence_pack(*, reference: str, generated_by: str = "", now: datetime
         raise EvidenceNotFound(f"No request has the reference {reference}.")
     now = now or timezone.now()
     head_sequence, head_hash = audit.chain_head()
-    events = [audit.event_record(event) for event in AuditEvent.objects.filter(request_reference=reference)]
+    event_rows = list(AuditEvent.objects.filter(request_reference=reference).order_by("sequence"))
+    events = [audit.event_record(event) for event in event_rows]
     tasks = [
         link.task
         for link in TaskRequestLink.objects.filter(request=request)
@@ -119,6 +129,9 @@ def build_evidence_pack(*, reference: str, generated_by: str = "", now: datetime
             "personal_data_purged_at": _dt(request.purged_at),
         },
         "timeline": events,
+        # The same events as the staff timeline tells them (audit/timeline.py), for people; the records above
+        # are what the hashes cover.
+        "timeline_readable": _readable(event_rows),
         "task_events": task_events,
         "tasks": _tasks(tasks, task_events),
         "export": _export(request),
@@ -134,6 +147,23 @@ def build_evidence_pack(*, reference: str, generated_by: str = "", now: datetime
             "algorithm": "HMAC-SHA256(key, prev_hash + canonical JSON of the event without sequence and hashes)",
         },
     }
+
+
+def _readable(events: list[AuditEvent]) -> list[dict[str, Any]]:
+    names = dict(MixpanelProject.objects.values_list("pk", "name"))
+    readable = []
+    for event in events:
+        entry = human_timeline([event], include_machine_steps=True, project_names=names)[0]
+        readable.append(
+            {
+                "sequence": event.sequence,
+                "at": _dt(event.occurred_at),
+                "sentence": entry.sentence,
+                "kind": entry.kind,
+                "hash": event.hash,
+            }
+        )
+    return readable
 
 
 def _task_events(tasks: list[MixpanelTask]) -> list[dict[str, Any]]:

@@ -160,9 +160,10 @@ def paragraph_styles() -> dict[str, ParagraphStyle]:
             spaceBefore=10,
             spaceAfter=4,
             textColor=ACCENT,
+            keepWithNext=1,  # never a heading alone at the foot of a page
         ),
         "h3": ParagraphStyle(
-            "h3", parent=base, fontName=FONT_BOLD, fontSize=9, leading=12, spaceBefore=6, spaceAfter=2
+            "h3", parent=base, fontName=FONT_BOLD, fontSize=9, leading=12, spaceBefore=6, spaceAfter=2, keepWithNext=1
         ),
         "figure": ParagraphStyle("figure", parent=base, fontName=FONT_BOLD, fontSize=12, leading=15, textColor=ACCENT),
         "figure_label": ParagraphStyle("figure_label", parent=base, fontSize=7, leading=9, textColor=MUTED),

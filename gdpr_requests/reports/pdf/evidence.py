@@ -130,21 +130,15 @@ def _chain(pack: Pack, s: Styles) -> list[Flowable]:
 
 
 def _timeline(pack: Pack, s: Styles) -> list[Flowable]:
+    """The request's events in sentences (the staff timeline's), each with its number in the audit trail; the
+    raw records and their hashes are in the JSON pack."""
+    readable = pack.get("timeline_readable") or []
     return [
         *section_heading(f"Timeline ({len(pack['timeline'])} events)", s),
         data_table(
-            ["#", "When (UTC)", "Actor", "Action", "Details"],
-            [
-                [
-                    e["sequence"],
-                    _iso_short(e["occurred_at"]),
-                    f"{e['actor_type']}: {e['actor_label']}",
-                    e["action"],
-                    _payload_text(e["payload"]),
-                ]
-                for e in pack["timeline"]
-            ],
-            [0.6, 1.9, 1.7, 2.5, 3.8],
+            ["#", "When (UTC)", "What happened"],
+            [[e["sequence"], _iso_short(e["at"]), e["sentence"]] for e in readable],
+            [0.6, 1.9, 8.0],
             styles=s,
         ),
     ]
@@ -183,7 +177,10 @@ def _tasks(pack: Pack, s: Styles) -> list[Flowable]:
     heading = section_heading(f"Mixpanel tasks ({len(pack['tasks'])})", s)
     if not pack["tasks"]:
         return [*heading, para("No Mixpanel task was created for this request.", s["body"])]
-    return [*heading, *(flowable for task in pack["tasks"] for flowable in _task(task, s))]
+    flowables = [flowable for task in pack["tasks"] for flowable in _task(task, s)]
+    # The heading goes with the first task's facts: never alone at the foot of a page.
+    page_break, title = heading
+    return [page_break, KeepTogether([title, flowables[0]]), *flowables[1:]]
 
 
 def _task(task: dict[str, Any], s: Styles) -> list[Flowable]:

@@ -146,6 +146,15 @@ def test_the_evidence_pdf_has_the_facts_tasks_history_export_and_chain_but_no_pe
         assert secret not in text
 
 
+def test_the_evidence_timeline_tells_the_events_in_the_staff_timelines_sentences(evidence_request):
+    dsr, _export = evidence_request
+    pack = build_evidence_pack(reference=dsr.reference, generated_by="aud")
+    timeline_page = _text(pdf.render_evidence_pdf(pack)).split("Timeline (", 1)[1].split("Mixpanel tasks", 1)[0]
+    assert "Approved by alice" in timeline_page and "Completed" in timeline_page
+    assert [e["sequence"] for e in pack["timeline_readable"]] == [e["sequence"] for e in pack["timeline"]]
+    assert "request.approve" not in timeline_page  # codes stay in the hashed-events section, not the story
+
+
 def test_missing_fonts_give_a_clear_error(settings, monkeypatch, tmp_path, dataset):
     settings.REPORTS_FONT_DIR = str(tmp_path)
     monkeypatch.setattr(pdf.base, "_fonts_ready", False)
