@@ -501,6 +501,9 @@ CELERY_BEAT_SCHEDULE["resolve-identities"] = {
 INSTALLED_APPS += ["rest_framework", "drf_spectacular", "drf_spectacular_sidecar"]
 # Requests per API key (DRF's rate syntax: N/sec, N/min, N/hour), counted in the cache.
 API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="600/min")
+# The largest JSON body the API reads (a request with 50 distinct ids is a few kilobytes); Django's own
+# DATA_UPLOAD_MAX_MEMORY_SIZE (DSR_MAX_BODY_BYTES) caps what any view reads, so this is at most that.
+API_MAX_BODY_BYTES = min(env.int("API_MAX_BODY_BYTES", default=64 * 1024), DSR_MAX_BODY_BYTES)
 import re  # noqa: E402 - only this block needs it
 
 if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", API_RATE_LIMIT):

@@ -9,6 +9,7 @@ should refuse such bodies first (nginx ``client_max_body_size``, see .env.exampl
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 from django.conf import settings
@@ -27,6 +28,9 @@ STAFF_PREFIXES = ("/admin/", "/reports/", "/sandbox/")
 # Mixpanel's cohort sync posts pages of up to 1,000 members; that view applies COHORT_MAX_BODY_BYTES itself and
 # answers in Mixpanel's shape.
 COHORT_PREFIX = "/integrations/mixpanel/cohorts/"
+# The REST API takes JSON bodies up to API_MAX_BODY_BYTES and answers a refusal in RFC 9457's shape, so that a
+# client that sent too many ids reads a field error rather than an HTML page.
+API_PREFIX = "/api/"
 
 
 def _declared_length(request: HttpRequest) -> int | None:
@@ -46,6 +50,10 @@ class MaxBodySizeMiddleware:
         length = _declared_length(request)
         if length is None:
             return _refuse(request, 400, _("Bad request"), _("The request could not be read."))
+        if request.path_info.startswith(API_PREFIX):
+            if length > settings.API_MAX_BODY_BYTES:
+                return _api_too_large()
+            return self.get_response(request)
         if (
             length > settings.DSR_MAX_BODY_BYTES
             and not (settings.MIXPANEL_SANDBOX_ENABLED and request.path_info.startswith(SANDBOX_PREFIX))
@@ -61,6 +69,18 @@ class MaxBodySizeMiddleware:
                 ),
             )
         return self.get_response(request)
+
+
+def _api_too_large() -> HttpResponse:
+    problem = {
+        "type": "about:blank",
+        "title": "Request body too large",
+        "status": 413,
+        "detail": f"The body is larger than {settings.API_MAX_BODY_BYTES} bytes, which no valid request needs.",
+    }
+    response = HttpResponse(json.dumps(problem), status=413, content_type="application/problem+json")
+    response["Connection"] = "close"
+    return response
 
 
 def _refuse(request: HttpRequest, status: int, title: Promise, text: Promise) -> HttpResponse:

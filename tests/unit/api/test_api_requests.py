@@ -3,6 +3,7 @@ cancellation, the audit feed, and hostile bodies that must get problem details, 
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import timedelta
 
@@ -216,7 +217,7 @@ HOSTILE = [
     ("name", {"name": "n" * 201}),
     ("name", {"name": "nul\x00byte"}),
     ("distinct_ids", {"distinct_ids": "u-1"}),
-    ("distinct_ids", {"distinct_ids": [f"u{i}" for i in range(10000)]}),
+    ("distinct_ids", {"distinct_ids": [f"u{i}" for i in range(5000)]}),  # within the body limit, over the id limit
     ("distinct_ids.0", {"distinct_ids": ["x" * 300]}),
     ("distinct_ids", {"distinct_ids": ["bad\x01id"]}),
     ("distinct_ids.0", {"distinct_ids": [{"a": 1}]}),
@@ -344,3 +345,13 @@ def test_a_batch_costs_the_same_queries_for_one_creation_or_twenty(django_assert
         create_batch(one)
     with django_assert_max_num_queries(len(single.captured_queries)):
         assert [a.status_code for a in create_batch(many)] == [201] * 20
+
+
+def test_a_body_over_the_api_limit_is_refused_as_problem_details_before_it_is_read(client, settings, db):
+    settings.API_MAX_BODY_BYTES = 1000
+    response = client.post(
+        "/api/v1/requests/", data=json.dumps({"message": "x" * 2000}), content_type="application/json"
+    )
+    assert response.status_code == 413
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["status"] == 413
