@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 from gdpr_requests.models.requests import DataSubjectRequest
 
@@ -37,11 +38,11 @@ class RejectionGround(models.TextChoices):
     """Why a request is refused, in the words of the law (GDPR Art. 11(2)/12(5)/17(3); CCPA 1798.105(d),
     1798.140(ak), 1798.145(h)(3)); the subject's email states it."""
 
-    IDENTITY_NOT_VERIFIED = "identity_not_verified", "We could not verify your identity"
-    MANIFESTLY_UNFOUNDED = "manifestly_unfounded", "The request is manifestly unfounded or excessive"
-    LEGAL_OBLIGATION = "legal_obligation", "We must keep the data to comply with a legal obligation"
-    NOT_OUR_SUBJECT = "not_our_subject", "We hold no personal data about you"
-    OTHER = "other", "Another reason (explained below)"
+    IDENTITY_NOT_VERIFIED = "identity_not_verified", _("We could not verify your identity")
+    MANIFESTLY_UNFOUNDED = "manifestly_unfounded", _("The request is manifestly unfounded or excessive")
+    LEGAL_OBLIGATION = "legal_obligation", _("We must keep the data to comply with a legal obligation")
+    NOT_OUR_SUBJECT = "not_our_subject", _("We hold no personal data about you")
+    OTHER = "other", _("Another reason (explained below)")
 
 
 class RequestRejection(models.Model):

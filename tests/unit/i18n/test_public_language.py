@@ -166,3 +166,18 @@ def test_a_refusal_by_the_intake_service_is_shown_in_the_visitors_language(monke
     assert "Wir konnten Ihren Antrag in dieser Form nicht annehmen." in html and "received date" not in html
     english = text_of(Client().post(reverse("portal:request"), FORM))
     assert "The received date is in the future." in english
+
+
+def test_a_rejection_email_states_its_ground_in_the_subjects_language(
+    make_request, staff_actor, celery_eager, django_capture_on_commit_callbacks
+):
+    from gdpr_requests.models import RejectionGround
+    from gdpr_requests.requests import services
+
+    dsr = make_request(verified_by_staff="passport checked", language="de")
+    mail.outbox.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.request_reject(request=dsr, reason="", actor=staff_actor, ground=RejectionGround.MANIFESTLY_UNFOUNDED)
+    [message] = mail.outbox
+    assert "Der Antrag ist offenkundig unbegründet oder exzessiv" in message.body
+    assert "manifestly unfounded" not in message.body
