@@ -1,7 +1,7 @@
 """Emails to privacy staff: what waits for them, what went wrong, what is due, and a daily digest.
 
 Celery beat calls ``send_alerts`` (every 15 minutes: verified requests waiting for review, requests that need
-attention, requests due within 3 days), ``warn_expiring_credentials`` (every 6 hours: 30, 7 and 1 days before
+attention, requests due within ALERT_DUE_WITHIN_DAYS days), ``warn_expiring_credentials`` (every 6 hours: 30, 7 and 1 days before
 a project's OAuth token expires, and once it has) and ``send_digest`` (daily: all of these, with the numbers).
 A credential that Mixpanel refuses is emailed by the pipeline the moment it happens
 (pipeline.credentials.alert_staff_credential_failing); the sweeps do not repeat it, the digest lists it.
@@ -303,7 +303,10 @@ def send_alerts(*, now: Any = None) -> dict[str, int]:
                 for r in requests.filter(selectors.due_soon_q(today=today, days=ALERT_DUE_WITHIN_DAYS + 1))
             ),
             describe=_describe_due,
-            subject=_subject("{label} is due within 3 days", "{n} requests are due within 3 days"),
+            subject=_subject(
+                f"{{label}} is due within {ALERT_DUE_WITHIN_DAYS} days",
+                f"{{n}} requests are due within {ALERT_DUE_WITHIN_DAYS} days",
+            ),
             intro=f"These open requests are due within {ALERT_DUE_WITHIN_DAYS} days:",
             more_url=_list_url("?due_soon=yes"),
             recipients=recipients,

@@ -220,7 +220,8 @@ class Command(CliCommand):
         )
         hold = add("hold", "Put an open request on hold.")
         hold.add_argument("--reason", required=True)
-        add("resume", "Resume a request that is on hold.")
+        resume = add("resume", "Resume a request that is on hold.")
+        resume.add_argument("--note", default="", help="Why work resumes (kept as an internal staff note).")
         add("retry", "Retry a failed request (failed → approved).")
 
         add("show", "Show one request, its tasks at Mixpanel and what can be done next.", by=False)
@@ -417,7 +418,7 @@ class Command(CliCommand):
         self._move(options, services.request_hold, reason=options["reason"])
 
     def do_resume(self, options: dict[str, Any]) -> None:
-        self._move(options, services.request_resume)
+        self._move(options, services.request_resume, note=options["note"])
 
     def do_retry(self, options: dict[str, Any]) -> None:
         self._move(options, services.request_retry)

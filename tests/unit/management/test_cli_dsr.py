@@ -204,6 +204,15 @@ def test_hold_and_resume_go_back_to_the_previous_state():
     assert DataSubjectRequest.objects.get(reference=reference).status == states.VERIFIED
 
 
+def test_resume_keeps_its_note_as_an_internal_note():
+    reference = _create("--verified-by-staff", "id card")
+    run("dsr", "hold", reference, "--reason", "waiting for the subject")
+    run("dsr", "resume", reference, "--note", "the subject sent the missing document")
+    dsr = DataSubjectRequest.objects.get(reference=reference)
+    assert dsr.status == states.VERIFIED
+    assert list(dsr.notes.values_list("text", flat=True)) == ["the subject sent the missing document"]
+
+
 # --- show and list --------------------------------------------------------------------------------------
 def test_show_json_includes_the_mixpanel_tasks(project):
     reference = _create("--distinct-id", "u-1")
