@@ -26,16 +26,20 @@ from django.utils import timezone
 
 from gdpr_requests.audit import chain as audit
 from gdpr_requests.audit.timeline import human_timeline
+from gdpr_requests.identity import selectors as identity_selectors
 from gdpr_requests.models import (
     ApiCall,
     AuditEvent,
     DataSubjectRequest,
+    DeletionApproval,
     MixpanelProject,
     MixpanelTask,
+    RequestRejection,
     SubjectExport,
     TaskRequestLink,
 )
 from gdpr_requests.reports.summary import ANSWERED_STATES
+from gdpr_requests.requests import approval_rules
 
 SCHEMA = "dsr-evidence-pack/1"
 EMAIL_HASH_PREFIX_LENGTH = 16  # the same prefix the request.created audit event records
@@ -128,6 +132,10 @@ def build_evidence_pack(*, reference: str, generated_by: str = "", now: datetime
             "closed_on_time": closed_on_time,
             "personal_data_purged_at": _dt(request.purged_at),
         },
+        "decisions": _decisions(request),
+        "identity_lookups": [
+            {**row, "looked_up_at": _dt(row["looked_up_at"])} for row in identity_selectors.evidence_for(request)
+        ],
         "timeline": events,
         # The same events as the staff timeline tells them (audit/timeline.py), for people; the records above
         # are what the hashes cover.
@@ -146,6 +154,19 @@ def build_evidence_pack(*, reference: str, generated_by: str = "", now: datetime
             "unverified_sequences": sorted(unverified_request + unverified_task),
             "algorithm": "HMAC-SHA256(key, prev_hash + canonical JSON of the event without sequence and hashes)",
         },
+    }
+
+
+def _decisions(request: DataSubjectRequest) -> dict[str, Any]:
+    """Who approved (every approval of a deletion that needed two), and on what ground a rejection was made."""
+    rejection = RequestRejection.objects.filter(request=request).first()
+    return {
+        "approvals_required": approval_rules.approvals_required(request),
+        "approvals": [
+            {"by": approval.approver.get_username(), "at": _dt(approval.approved_at)}
+            for approval in DeletionApproval.objects.filter(request=request).select_related("approver")
+        ],
+        "rejection_ground": rejection.get_ground_display() if rejection is not None else "",
     }
 
 

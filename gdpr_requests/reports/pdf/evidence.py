@@ -129,6 +129,32 @@ def _chain(pack: Pack, s: Styles) -> list[Flowable]:
     ]
 
 
+def _decisions_and_ids(pack: Pack, s: Styles) -> list[Flowable]:
+    """Who decided (approvals, a rejection's ground) and how the distinct ids were found (never the ids)."""
+    decisions = pack.get("decisions") or {}
+    approvals = decisions.get("approvals") or []
+    rows: list[tuple[str, Any]] = [
+        ("Approvals required", decisions.get("approvals_required", 1)),
+        ("Approved by", "; ".join(f"{a['by']} at {_iso_short(a['at'])}" for a in approvals) or NO_VALUE),
+    ]
+    if decisions.get("rejection_ground"):
+        rows.append(("Rejection ground", decisions["rejection_ground"]))
+    lookups = pack.get("identity_lookups") or []
+    if lookups:
+        for lookup in lookups:
+            decided = ", ".join(f"{d['count']} {d['state']} by {d['by']}" for d in lookup["decisions"]) or "none yet"
+            rows.append(
+                (
+                    f"Distinct ids: lookup in {lookup['project']}",
+                    f"{_iso_short(lookup['looked_up_at'])}: {lookup['outcome']}; candidates {lookup['candidates']}, "
+                    f"decisions: {decided}",
+                )
+            )
+    else:
+        rows.append(("Distinct ids found by", "entered by the subject or by staff (no profile lookup)"))
+    return [*section_heading("Decisions and how the ids were found", s), facts_table(rows, s)]
+
+
 def _timeline(pack: Pack, s: Styles) -> list[Flowable]:
     """The request's events in sentences (the staff timeline's), each with its number in the audit trail; the
     raw records and their hashes are in the JSON pack."""
@@ -321,6 +347,7 @@ SECTIONS: tuple[Section, ...] = (
     _cover,
     _request_facts,
     _chain,
+    _decisions_and_ids,
     _timeline,
     _task_events,
     _tasks,
