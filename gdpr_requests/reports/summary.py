@@ -30,6 +30,7 @@ from gdpr_requests.models import (
     MixpanelProject,
     MixpanelTask,
     Regulation,
+    RejectionGround,
     RequestKind,
     TaskKind,
     TaskState,
@@ -132,6 +133,8 @@ class ComplianceSummary:
     extensions: list[dict[str, Any]]
     rejections: list[dict[str, Any]]
     rejected_count: int
+    approved_deletions: int
+    two_approver_deletions: int
     task_outcomes: list[dict[str, Any]]
     task_failures: list[dict[str, Any]]
     task_failure_count: int
@@ -171,6 +174,7 @@ class ComplianceSummary:
             ("90th percentile days", format_days(self.p90_days)),
             ("Open now", str(self.open_count)),
             ("Overdue now", str(self.overdue_count)),
+            ("Deletions approved by two", f"{self.two_approver_deletions} of {self.approved_deletions}"),
         ]
 
     def task_state_table(self) -> tuple[list[str], list[tuple[str, list[int], int]]]:
@@ -361,6 +365,7 @@ def build_summary(
     status_labels = dict(states.STATUS_CHOICES)
     open_requests, open_count, overdue_count = _open_requests(today)
     rejections, rejected_count = _rejections(since, until)
+    approved_deletions, two_approver_deletions = _deletion_approvals(since, until)
     task_outcomes, task_failures, task_failure_count = _tasks(since, until)
     api_calls, api_call_count, api_call_failures = _api_calls(since, until)
 
@@ -387,6 +392,8 @@ def build_summary(
         extensions=_extensions(since, until),
         rejections=rejections,
         rejected_count=rejected_count,
+        approved_deletions=approved_deletions,
+        two_approver_deletions=two_approver_deletions,
         task_outcomes=task_outcomes,
         task_failures=task_failures,
         task_failure_count=task_failure_count,
@@ -445,21 +452,34 @@ def _extensions(since: datetime, until: datetime) -> list[dict[str, Any]]:
 
 
 def _rejections(since: datetime, until: datetime) -> tuple[list[dict[str, Any]], int]:
-    """Rejections closed in the period, grouped by their reason (same text, ignoring case and spacing)."""
+    """Rejections closed in the period, grouped by their ground in the law's words (RejectionGround); those
+    recorded before grounds existed, and "other", by their text (same text, ignoring case and spacing)."""
+    grounds = dict(RejectionGround.choices)
     groups: dict[str, dict[str, Any]] = {}
     total = 0
-    for reference, reason in (
+    for reference, reason, ground in (
         DataSubjectRequest.objects.filter(status=states.REJECTED, closed_at__gte=since, closed_at__lt=until)
         .order_by("closed_at", "id")
-        .values_list("reference", "rejection_reason")
+        .values_list("reference", "rejection_reason", "rejection__ground")
     ):
         total += 1
-        text = " ".join(reason.split()) or "(no reason recorded)"
+        if ground and ground != RejectionGround.OTHER:
+            text = str(grounds.get(ground, ground))
+        else:
+            text = " ".join(reason.split()) or "(no reason recorded)"
         group = groups.setdefault(text.casefold(), {"reason": text, "count": 0, "references": []})
         group["count"] += 1
         group["references"].append(reference)
     rows = sorted(groups.values(), key=lambda group: (-group["count"], group["reason"].casefold()))
     return rows, total
+
+
+def _deletion_approvals(since: datetime, until: datetime) -> tuple[int, int]:
+    """Deletions approved in the period, and how many of them by two different staff members."""
+    approved = DataSubjectRequest.objects.filter(
+        kind=RequestKind.DELETION, approved_at__gte=since, approved_at__lt=until
+    ).annotate(approvers=Count("deletion_approvals__approver", distinct=True))
+    return approved.count(), approved.filter(approvers__gte=2).count()
 
 
 def _tasks(since: datetime, until: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:

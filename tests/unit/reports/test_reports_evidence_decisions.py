@@ -35,3 +35,37 @@ def test_a_two_approver_deletion_names_both_approvers_in_the_pack_and_its_pdf(
     assert "Approvals required 2" in text and "alice at" in text and "bob at" in text
     assert "entered by the subject or by staff" in text
     assert "secret-id-42" not in text
+
+
+def test_the_summary_counts_two_approver_deletions_and_rejections_by_ground(
+    make_request, staff_user, staff_actor, django_user_model, project
+):
+    from django.utils import timezone
+
+    from gdpr_requests.models import RejectionGround
+    from gdpr_requests.reports import build_summary
+    from gdpr_requests.requests import services
+
+    project.deletion_approvals_required = 2
+    project.save(update_fields=["deletion_approvals_required"])
+    second = django_user_model.objects.create_user("bob", "bob@staff.example", "correct-horse-battery", is_staff=True)
+    second.groups.add(Group.objects.get(name="Privacy staff"))
+    two = make_request(verified_by_staff="seen", distinct_ids=["a"], projects=[project], email="a@example.org")
+    request_approval_record(request=two, actor=Actor.staff(staff_user))
+    request_approval_record(request=two, actor=Actor.staff(second))
+    for email in ("b@example.org", "c@example.org"):
+        refused = make_request(verified_by_staff="seen", email=email)
+        services.request_reject(
+            request=refused, reason="", actor=staff_actor, ground=RejectionGround.MANIFESTLY_UNFOUNDED
+        )
+    today = timezone.localdate()
+    summary = build_summary(start=today, end=today)
+    assert (summary.approved_deletions, summary.two_approver_deletions) == (1, 1)
+    assert ("Deletions approved by two", "1 of 1") in summary.key_figures()
+    assert summary.rejections == [
+        {
+            "reason": "The request is manifestly unfounded or excessive",
+            "count": 2,
+            "references": summary.rejections[0]["references"],
+        }
+    ]
