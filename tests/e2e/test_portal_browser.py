@@ -146,6 +146,7 @@ def test_a_person_gets_a_copy_of_their_data_from_form_to_file(
     staff.locator("nav.dsr-actions").get_by_role("link", name="Approve", exact=True).click()
     staff.wait_for_url(re.compile(r".*/act/approve/$"))
     shots(staff, "admin-approve")
+    staff.locator("input[name=confirm]").check()  # the approve page asks for an explicit confirmation
     staff.locator("input[type=submit][value='Approve']").click()
     staff.wait_for_url(re.compile(rf".*/datasubjectrequest/{dsr.pk}/change/$"))
     assert f"Approved {dsr.reference}" in staff.content()
