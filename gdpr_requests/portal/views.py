@@ -554,6 +554,18 @@ def _read_ticket(export: SubjectExport, ticket: str) -> str | None:
     return f"portal:download-ticket:{data.get('x')}"
 
 
+def _ticketed_download(
+    request: HttpRequest, token: str
+) -> HttpResponse | tuple[DataSubjectRequest, SubjectExport, str | None]:
+    """The download link's request and export with the ticket's one-time key (None: no valid ticket), or the page
+    that answers a link that does not work."""
+    target = _open_download_link(request, token)
+    if isinstance(target, HttpResponse):
+        return target
+    dsr, export = target
+    return dsr, export, _read_ticket(export, request.GET.get("ticket", ""))
+
+
 def _ticket_unused(key: str) -> bool:
     return cache.get(key) is None
 
@@ -567,11 +579,10 @@ def _ticket_use(key: str) -> bool:
 @require_safe
 def download_started(request: HttpRequest, token: str) -> HttpResponse:
     """Says the download started, and starts it (a Refresh header: the page works without scripts)."""
-    target = _open_download_link(request, token)
+    target = _ticketed_download(request, token)
     if isinstance(target, HttpResponse):
         return target
-    dsr, export = target
-    key = _read_ticket(export, request.GET.get("ticket", ""))
+    dsr, export, key = target
     if key is None:  # an old or edited address: no download started, so the page would be untrue
         return redirect("portal:download", token=token)
     file_path = ""
@@ -595,11 +606,10 @@ def download_started(request: HttpRequest, token: str) -> HttpResponse:
 @require_safe
 def download_file(request: HttpRequest, token: str) -> HttpResponse:
     """Stream the file for a ticket from the "download started" page (once; the code counted the download)."""
-    target = _open_download_link(request, token)
+    target = _ticketed_download(request, token)
     if isinstance(target, HttpResponse):
         return target
-    dsr, export = target
-    key = _read_ticket(export, request.GET.get("ticket", ""))
+    dsr, export, key = target
     if key is None or not _ticket_unused(key):
         return _download_page(
             request,

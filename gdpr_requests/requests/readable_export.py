@@ -89,6 +89,10 @@ FILE_DESCRIPTIONS = {
     "sources.json": "The sources the personal information came from.",
     "data.json": "The data as Mixpanel sent it.",
 }
+DEFAULTS = {
+    "DSR_ART15_COMPLAINT": "You have the right to lodge a complaint with a data protection supervisory authority, "
+    "in particular in the country where you live or work, or where you think your rights were infringed.",
+}
 ART15_ITEMS = (
     ("DSR_ART15_PURPOSES", "Why we process this data (purposes)"),
     ("DSR_ART15_RECIPIENTS", "Who receives it (recipients)"),
@@ -339,7 +343,9 @@ def _entries(count: int) -> str:
 
 
 def _art15() -> list[tuple[str, str]]:
-    return [(title, str(getattr(settings, name, "") or "").strip()) for name, title in ART15_ITEMS]
+    items = [(name, title, str(getattr(settings, name, "") or "").strip()) for name, title in ART15_ITEMS]
+    # The right to complain is the law's, not the organisation's to describe: state it when nothing is configured.
+    return [(title, text or DEFAULTS.get(name, "")) for name, title, text in items]
 
 
 def _prepared(facts: ExportFacts) -> str:

@@ -139,6 +139,16 @@ def test_without_art15_settings_the_export_says_whom_to_ask(
     assert "Ask us at privacy@example.org." in files["index.html"].decode()
 
 
+def test_without_a_complaint_setting_the_export_states_the_right_to_complain(
+    clock, mixpanel, make_request, staff_actor, project, settings
+):
+    settings.DSR_ART15_COMPLAINT = ""
+    files, _dsr = retrieve(clock, mixpanel, make_request, staff_actor, {"events.json": b"[]"})
+    for name in ("index.html", "README.txt"):
+        text = " ".join(files[name].decode().split())
+        assert "right to lodge a complaint with a data protection supervisory authority" in text, name
+
+
 def test_a_result_that_is_not_json_still_gets_an_overview(clock, mixpanel, make_request, staff_actor, project):
     files, _dsr = retrieve(clock, mixpanel, make_request, staff_actor, {"notes.txt": b"plain text"})
     assert "main-app/notes.txt" in files["index.html"].decode()
