@@ -386,6 +386,7 @@ CELERY_TASK_ROUTES = {
     "gdpr_requests.tasks.dispatch_due_tasks": {"priority": 0},
     "gdpr_requests.tasks.run_mixpanel_task": {"priority": 0},
     "gdpr_requests.tasks.plan_request": {"priority": 9},
+    "gdpr_requests.tasks.plan_requests": {"priority": 9},
     "gdpr_requests.tasks.plan_approved_requests": {"priority": 9},
     # Without a priority a message would get kombu's default, 0, and queue among the steps.
     "*": {"priority": 3},

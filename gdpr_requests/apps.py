@@ -47,11 +47,12 @@ class GdprRequestsConfig(AppConfig):
         from gdpr_requests.webhooks import hooks as webhook_hooks
         from gdpr_requests.webhooks.admin import register as register_webhooks_admin
 
-        # Subjects hear about their request: a new unverified request asks them to confirm; transitions email them.
+        # Subjects hear about their request: a new unverified request asks them to confirm; transitions email them
+        # (the email is due in the transition's own transaction).
         services.register_intake_hook(notification_hooks.after_intake)
-        services.register_transition_hook(notification_hooks.after_transition)
+        services.register_transition_recorder(notification_hooks.record_transitions)
         # Approval plans Mixpanel work, withdrawal cancels it, and a deletion Mixpanel has started cannot be withdrawn.
-        services.register_transition_hook(pipeline_hooks.on_transition)
+        services.register_transition_hook(pipeline_hooks.on_transition, many=pipeline_hooks.on_transitions)
         services.register_withdrawal_blocker(request_withdrawal_blocker)
         # Identity lookups: a request that becomes (or is created) verified is looked up by email in Mixpanel;
         # approval waits for a running lookup; the request page shows the candidates.
@@ -60,9 +61,9 @@ class GdprRequestsConfig(AppConfig):
         services.register_approval_blocker(identity_approval_blocker)
         # A request from an auto-approving cohort intake is approved once its subject confirms their email.
         services.register_transition_hook(cohort_services.approve_after_verification)
-        # Webhooks out: intake (inside its transaction) and every transition (after commit).
+        # Webhooks out: intake and every transition, inside their transactions (nothing lost to a crash).
         services.register_intake_hook(webhook_hooks.after_intake)
-        services.register_transition_hook(webhook_hooks.after_transition)
+        services.register_transition_recorder(webhook_hooks.record_transitions)
 
         # The staff workspace's model admins, on the admin site that exists by now.
         register_models()

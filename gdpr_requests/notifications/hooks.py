@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from gdpr_requests.models import DataSubjectRequest
-from gdpr_requests.notifications.outbox import notify_after_commit, notify_many_after_commit
+from gdpr_requests.notifications.outbox import notify_many_after_commit
 from gdpr_requests.notifications.rendering import TRANSITION_EVENTS
 from gdpr_requests.requests import states
 
 
-def after_transition(request_id: int, action: str, new_status: str) -> None:
+def record_transitions(request_ids: list[int], action: str, new_status: str) -> None:
+    """A transition recorder (inside the transition's transaction): the subject's email is due exactly when the
+    transition commits, and is queued after the commit."""
     if action in TRANSITION_EVENTS:
-        notify_after_commit(request_id=request_id, event=action)
+        notify_many_after_commit([(request_id, action) for request_id in request_ids])
 
 
 def after_intake(requests: list[DataSubjectRequest]) -> None:

@@ -17,7 +17,7 @@ from gdpr_requests.pipeline.calls import api_call_record
 from gdpr_requests.pipeline.cancel import request_cancel_tasks, request_withdrawal_blocker
 from gdpr_requests.pipeline.credentials import CheckResult, credential_failed, project_check_credentials, project_resume
 from gdpr_requests.pipeline.dispatch import dispatch_due
-from gdpr_requests.pipeline.planning import plan_approved, request_plan, request_retry_tasks
+from gdpr_requests.pipeline.planning import plan_approved, request_plan, request_plan_many, request_retry_tasks
 from gdpr_requests.pipeline.settling import DELETION_CAVEAT, settle_chunk, settle_finished, settle_now
 from gdpr_requests.pipeline.steps import task_step
 from gdpr_requests.pipeline.timing import backoff_seconds, poll_delay
@@ -35,6 +35,7 @@ __all__ = [
     "project_resume",
     "request_cancel_tasks",
     "request_plan",
+    "request_plan_many",
     "request_retry_tasks",
     "request_withdrawal_blocker",
     "settle_chunk",

@@ -125,6 +125,16 @@ def request_plan(*, request_id: int) -> int:
     )
 
 
+def request_plan_many(*, request_ids: list[int]) -> int:
+    """Plan approved requests PLAN_CHUNK per transaction (a bulk approval's message). Returns how many moved
+    to processing; the others were not approved any more (already planned, withdrawn, ...)."""
+    planned = 0
+    ids = list(dict.fromkeys(request_ids))
+    for start in range(0, len(ids), PLAN_CHUNK):
+        planned += _plan_chunk(ids[start : start + PLAN_CHUNK])
+    return planned
+
+
 def request_retry_tasks(*, request: DataSubjectRequest, actor: Actor) -> DataSubjectRequest:
     """Staff retry of a failed request: failed → approved, and its failed or needs-attention tasks are
     retired (SUPERSEDED) so that planning makes new ones for their ids. Planning follows after commit."""

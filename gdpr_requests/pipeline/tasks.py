@@ -22,6 +22,12 @@ def plan_request(request_id: int) -> None:
     pipeline.request_plan(request_id=request_id)
 
 
+@shared_task(**options("plan_requests"))
+def plan_requests(request_ids: list[int]) -> None:
+    """Plan a chunk of approved requests (a bulk approval) in one transaction."""
+    pipeline.request_plan_many(request_ids=[int(pk) for pk in request_ids])
+
+
 @shared_task(**options("dispatch_due_tasks"))
 def dispatch_due_tasks() -> None:
     pipeline.dispatch_due()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -45,6 +46,9 @@ DEFAULT_SUBJECT_LANGUAGE = "en"
 # Hooks that other modules register so that the core stays free of their imports: called after commit with
 # the request's primary key. (The pipeline plans approved requests; the portal sends emails.)
 _after_transition_hooks: list[Callable[[int, str, str], None]] = []
+_bulk_transition_hooks: dict[Callable[[int, str, str], None], Callable[[list[int], str, str], None]] = {}
+# Called inside the transition's transaction (register_transition_recorder).
+_transition_recorders: list[Callable[[list[int], str, str], None]] = []
 
 
 _intake_hooks: list[Callable[[list[DataSubjectRequest]], None]] = []
@@ -57,22 +61,45 @@ def register_intake_hook(hook: Callable[[list[DataSubjectRequest]], None]) -> No
         _intake_hooks.append(hook)
 
 
-def register_transition_hook(hook: Callable[[int, str, str], None]) -> None:
-    """``hook(request_id, action, new_status)`` runs after the commit of every transition."""
+def register_transition_hook(
+    hook: Callable[[int, str, str], None], *, many: Callable[[list[int], str, str], None] | None = None
+) -> None:
+    """``hook(request_id, action, new_status)`` runs after the commit of every transition.
+
+    ``many(request_ids, action, new_status)``, when given, stands in for the hook on a bulk transition (one
+    call for the set instead of one per request: e.g. the pipeline sends a planning message per chunk).
+    """
     if hook not in _after_transition_hooks:
         _after_transition_hooks.append(hook)
+    if many is not None:
+        _bulk_transition_hooks[hook] = many
+
+
+def register_transition_recorder(recorder: Callable[[list[int], str, str], None]) -> None:
+    """``recorder(request_ids, action, new_status)`` runs inside the transition's transaction, after its UPDATE
+    and audit event: what it writes (an email due, a webhook delivery) commits with the transition or not at all.
+    It is called once for a bulk transition."""
+    if recorder not in _transition_recorders:
+        _transition_recorders.append(recorder)
+
+
+def _after_transition(request_ids: list[int], action: str, new_status: str) -> None:
+    """Inside the transaction: run the recorders now and schedule the hooks for after the commit. A hook that
+    raises does not stop the others (they are independent; the sweeps catch up)."""
+    for recorder in list(_transition_recorders):
+        recorder(request_ids, action, new_status)
+    for hook in list(_after_transition_hooks):
+        many = _bulk_transition_hooks.get(hook)
+        if many is not None and len(request_ids) > 1:
+            transaction.on_commit(partial(many, list(request_ids), action, new_status), robust=True)
+        else:
+            for request_id in request_ids:
+                transaction.on_commit(partial(hook, request_id, action, new_status), robust=True)
 
 
 def transition_hooks_on_commit(request_ids: Sequence[int], action: str, new_status: str) -> None:
-    """Schedule the transition hooks for requests moved in bulk (one set-based UPDATE), after the commit."""
-    hooks = list(_after_transition_hooks)
-
-    def run() -> None:
-        for request_id in request_ids:
-            for hook in hooks:
-                hook(request_id, action, new_status)
-
-    transaction.on_commit(run)
+    """The recorders and hooks for requests moved in bulk (one set-based UPDATE), inside its transaction."""
+    _after_transition(list(request_ids), action, new_status)
 
 
 class ServiceError(Exception):
@@ -345,9 +372,7 @@ def _transition(
         )
         for name, value in fields.items():
             setattr(request, name, value)
-        request_id = request.pk
-        for hook in list(_after_transition_hooks):
-            transaction.on_commit(lambda hook=hook: hook(request_id, action, target))
+        _after_transition([request.pk], action, target)
     return request
 
 
@@ -592,9 +617,7 @@ def request_extend(*, request: DataSubjectRequest, reason: str, actor: Actor) ->
             request_reference=locked.reference,
             payload={"from_due_at": locked.due_at.isoformat(), "to_due_at": new_due.isoformat()},
         )
-        request_id = locked.pk
-        for hook in list(_after_transition_hooks):
-            transaction.on_commit(lambda hook=hook: hook(request_id, "extend", locked.status))
+        _after_transition([locked.pk], "extend", locked.status)
     request.refresh_from_db()
     return request
 

@@ -147,6 +147,11 @@ def new_event_id() -> str:
     return f"msg_{secrets.token_hex(16)}"
 
 
+def subscribed_endpoints(event_type: str) -> list[WebhookEndpoint]:
+    """The active endpoints that take ``event_type``."""
+    return [e for e in WebhookEndpoint.objects.filter(is_active=True) if event_type in e.events]
+
+
 def events_record(
     *, event_type: str, requests: Sequence[DataSubjectRequest], event_ids: Sequence[str] | None = None
 ) -> list[WebhookDelivery]:
@@ -155,7 +160,7 @@ def events_record(
     ``event_ids`` (one per request) make the event idempotent: a second call with the same ids adds nothing
     (the overdue sweep relies on it). Without them each call is a new event.
     """
-    endpoints = [e for e in WebhookEndpoint.objects.filter(is_active=True) if event_type in e.events]
+    endpoints = subscribed_endpoints(event_type)
     if not endpoints or not requests:
         return []
     now = timezone.now()

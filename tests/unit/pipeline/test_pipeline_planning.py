@@ -230,3 +230,24 @@ def statuses_of(*requests):
     for r in requests:
         r.refresh_from_db()
     return [r.status for r in requests]
+
+
+def test_a_planning_message_for_many_requests_plans_the_approved_ones_and_skips_the_rest(
+    make_request, staff_actor, project, monkeypatch
+):
+    """plan_requests (a bulk approval's message): the approved requests are planned, coalesced as the sweep
+    would, in chunks of PLAN_CHUNK; a request withdrawn meanwhile is skipped; a second delivery plans nothing."""
+    from gdpr_requests.pipeline import planning
+
+    monkeypatch.setattr(planning, "PLAN_CHUNK", 2)
+    project.deletion_batch_size = 10
+    project.save()
+    made = [approve(make_request, staff_actor, distinct_ids=[f"m{n}"]) for n in range(5)]
+    services.request_cancel(request=made[4], reason="changed their mind", actor=staff_actor)
+    ids = [dsr.pk for dsr in made]
+    assert pipeline.request_plan_many(request_ids=ids + ids[:1]) == 4
+    assert pipeline.request_plan_many(request_ids=ids) == 0
+    task = MixpanelTask.objects.get()
+    assert sorted(task.distinct_ids) == ["m0", "m1", "m2", "m3"]
+    statuses = dict(services.DataSubjectRequest.objects.filter(pk__in=ids).values_list("pk", "status"))
+    assert [statuses[pk] for pk in ids] == [states.PROCESSING] * 4 + [states.CANCELLED]

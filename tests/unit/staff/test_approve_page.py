@@ -115,3 +115,46 @@ def test_select_all_keeps_the_filters_and_stays_small(staff_client, make_request
     assert all(d.reference in page for d in made)  # the confirmation lists every request the filter selects
     staff_client.post(url, {**data, "apply": "1", "confirm": "on"})
     assert {status_of(d) for d in made} == {states.APPROVED}
+
+
+def test_a_bulk_approval_plans_in_chunk_messages_and_records_its_webhooks_in_its_transaction(
+    make_request, staff_actor, monkeypatch, django_capture_on_commit_callbacks
+):
+    """The approval's webhook deliveries are written inside its transaction (a set, not a query per request), and
+    the pipeline is told once per chunk of requests, not once per request."""
+    from celery.signals import before_task_publish
+
+    from gdpr_requests.models import WebhookDelivery
+    from gdpr_requests.pipeline import enqueue
+    from gdpr_requests.webhooks.services import endpoint_create
+
+    monkeypatch.setattr(enqueue, "PLAN_MESSAGE_CHUNK", 10)
+    endpoint_create(url="http://127.0.0.1:9/hook", events=["request.approved"], actor=staff_actor)
+    published: list[str] = []
+
+    def count(sender=None, **_kwargs):
+        published.append(sender)
+
+    before_task_publish.connect(count)
+    try:
+
+        def approve(n: int) -> int:
+            pks = [
+                make_request(email=f"w{n}-{i}@example.org", verified_by_staff="id card", channel="staff").pk
+                for i in range(n)
+            ]
+            published.clear()
+            with CaptureQueriesContext(connection) as queries:
+                with django_capture_on_commit_callbacks(execute=True) as callbacks:
+                    outcome = request_approve_many(request_pks=pks, actor=staff_actor)
+                # Recorded before the commit: the deliveries exist once the transaction's callbacks are queued.
+                assert len(callbacks) >= 1
+            assert len(outcome.approved) == n
+            return len(queries)
+
+        assert approve(3) == approve(25)
+    finally:
+        before_task_publish.disconnect(count)
+    assert published.count("gdpr_requests.tasks.plan_requests") == 3  # 25 requests, 10 per message
+    assert "gdpr_requests.tasks.plan_request" not in published
+    assert WebhookDelivery.objects.filter(event_type="request.approved").count() == 28

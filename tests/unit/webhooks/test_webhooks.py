@@ -335,8 +335,8 @@ def test_each_transition_the_services_announce_becomes_its_event(receiver, syste
 
     add_endpoint(receiver.url, events=list(WEBHOOK_EVENTS))
     dsr = request_create(kind="access", regulation="gdpr", email="s@example.com", actor=system_actor)
-    hooks.after_transition(dsr.pk, action, "whatever")
-    hooks.after_transition(dsr.pk, "hold", "on_hold")  # not an event
+    hooks.record_transitions([dsr.pk], action, "whatever")
+    hooks.record_transitions([dsr.pk], "hold", "on_hold")  # not an event
     assert set(WebhookDelivery.objects.values_list("event_type", flat=True)) == {"request.created", event_type}
 
 
