@@ -6,9 +6,10 @@ counts and who decided, so a report may print it as it is.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from gdpr_requests.identity.services import lookup_summary
+from gdpr_requests.identity.services import OPEN_LOOKUP, lookup_summary
 from gdpr_requests.models import CandidateState, DataSubjectRequest, IdentityCandidate, IdentityLookup
 
 
@@ -38,3 +39,17 @@ def evidence_for(request: DataSubjectRequest) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def pending_lookups_by_request(request_pks: Sequence[int]) -> dict[int, list[str]]:
+    """The projects in which each request's email is still being looked up (waiting or running; paused
+    projects included, named as such), in one query whatever the number of requests."""
+    pending: dict[int, list[str]] = {}
+    rows = (
+        IdentityLookup.objects.filter(request_id__in=list(request_pks), status__in=OPEN_LOOKUP)
+        .order_by("project__name")
+        .values_list("request_id", "project__name", "project__lookup_paused_at")
+    )
+    for request_id, project, paused_at in rows:
+        pending.setdefault(request_id, []).append(f"{project} (paused)" if paused_at else project)
+    return pending

@@ -16,11 +16,13 @@ from urllib.parse import urlsplit
 import requests
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from gdpr_requests.audit.chain import audit_record
 from gdpr_requests.mixpanel.client import BASE_URLS, OK, TRANSIENT, CallRecord, Credentials, MixpanelClient
 from gdpr_requests.models import (
     ApiCall,
+    CredentialStatus,
     MixpanelProject,
     MixpanelTask,
 )
@@ -118,7 +120,27 @@ def api_call_record(
         else:
             call = ApiCall.objects.create(project=project, task=task, **fields)
         _audit_call(project=project, task=task, request_reference=request_reference, call=call)
+        if record.outcome == OK and task is not None:  # a check (no task) records its own verdict
+            _credential_proven(project)
     return call
+
+
+def _credential_proven(project: MixpanelProject) -> None:
+    """A call Mixpanel answered with success proves the credential: a project whose status was never checked
+    becomes OK (one conditional UPDATE, a no-op once it is). A FAILING project stays failing: resuming it is
+    staff's decision (pipeline.credentials.project_resume), not a side effect of a call already in flight."""
+    now = timezone.now()
+    proven = MixpanelProject.objects.filter(pk=project.pk, credential_status=CredentialStatus.UNKNOWN).update(
+        credential_status=CredentialStatus.OK, credential_checked_at=now, credential_error="", updated_at=now
+    )
+    if proven:
+        project.credential_status = CredentialStatus.OK
+        project.credential_checked_at = now
+        audit_record(
+            action="project.credential_checked",
+            actor=SYSTEM,
+            payload={"project_pk": project.pk, "result": "ok", "by": "api_call"},
+        )
 
 
 def api_calls_unanswered(*, task: MixpanelTask) -> list[ApiCall]:

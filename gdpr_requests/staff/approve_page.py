@@ -11,6 +11,7 @@ from datetime import date
 
 from django.db.models import Count
 
+from gdpr_requests.identity.selectors import pending_lookups_by_request
 from gdpr_requests.models import DataSubjectRequest
 from gdpr_requests.requests import approval_rules, states
 
@@ -47,6 +48,7 @@ def approval_rows(request_pks: Sequence[int]) -> list[ApprovalRow]:
         .values("email_hash", "kind")
         .annotate(n=Count("id"))
     }
+    lookups = pending_lookups_by_request([dsr.pk for dsr in requests])
     rows = []
     for dsr in requests:
         warnings: list[str] = []
@@ -57,6 +59,11 @@ def approval_rows(request_pks: Sequence[int]) -> list[ApprovalRow]:
         if not dsr.distinct_ids:
             warnings.append("No Mixpanel distinct id yet: it cannot be approved.")
             blocked = True
+        if dsr.pk in lookups:
+            warnings.append(
+                f"Lookup pending: its email is still being looked up in {', '.join(lookups[dsr.pk])}; "
+                + ("approving waits for it." if not dsr.distinct_ids else "more distinct ids may be found.")
+            )
         if dsr.identity_verification == EMAIL_ONLY_VERIFICATION:
             warnings.append("Identity checked only by email confirmation.")
         if open_counts.get((dsr.email_hash, dsr.kind), 0) > 1:

@@ -300,3 +300,26 @@ def test_the_evidence_says_how_ids_were_found_without_the_ids(found, staff_actor
         {"state": "rejected", "by": staff_user.username, "count": 1},
     ]
     assert "user-9" not in str(row) and "jane" not in str(row).lower()
+
+
+def test_the_approve_page_warns_while_a_lookup_is_pending(
+    identity_settings, engage: FakeEngage, clock, django_capture_on_commit_callbacks, staff_user, staff_actor
+) -> None:
+    """Single and bulk confirmation pages name the projects still being searched; once the lookup is done the
+    warning goes."""
+    alpha = make_project("Alpha", "101")
+    no_ids, with_ids = make_verified(["a@example.org", "b@example.org"], projects=[alpha])
+    services.request_set_distinct_ids(request=with_ids, distinct_ids=["typed"], actor=staff_actor)
+    staff = Client()
+    staff.force_login(staff_user)
+    url = reverse("admin:gdpr_requests_datasubjectrequest_action", args=[with_ids.pk, "approve"])
+    page = staff.get(url).content.decode()
+    assert "Lookup pending: its email is still being looked up in Alpha; more distinct ids may be found." in page
+    bulk = staff.post(
+        reverse("admin:gdpr_requests_datasubjectrequest_changelist"),
+        {"action": "approve_selected", "_selected_action": [no_ids.pk, with_ids.pk], "index": 0},
+    ).content.decode()
+    assert "still being looked up in Alpha; approving waits for it." in bulk
+    assert "more distinct ids may be found." in bulk
+    drive(clock, django_capture_on_commit_callbacks)
+    assert "Lookup pending" not in staff.get(url).content.decode()

@@ -148,3 +148,33 @@ def test_the_slot_is_released_when_the_check_fails_before_or_during_its_call(clo
     clock.move_to(timezone.now() + timedelta(seconds=1))
     assert ratelimit.acquire(key) == 0.0
     assert len(mixpanel.calls) == 1
+
+
+def test_a_real_call_that_succeeds_proves_an_unchecked_credential_once(mixpanel, project, staff_actor, make_request):
+    """Nobody pressed "check": the first call Mixpanel accepts marks the credential OK (audited once, by the
+    system); later calls change nothing. A failing credential is not resumed by a call already in flight."""
+    assert project.credential_status == CredentialStatus.UNKNOWN
+    for n in range(2):
+        approve(make_request, staff_actor, kind="access", distinct_ids=[f"a-{n}"])
+    pipeline.plan_approved()
+    for task in MixpanelTask.objects.order_by("pk"):
+        pipeline.task_step(task_id=task.pk)
+    project.refresh_from_db()
+    assert project.credential_status == CredentialStatus.OK and project.credential_checked_at is not None
+    proven = AuditEvent.objects.filter(action="project.credential_checked")
+    assert [(e.actor_label, e.payload["by"]) for e in proven] == [("pipeline", "api_call")]
+
+
+def test_a_successful_call_does_not_resume_a_failing_credential(mixpanel, project, staff_actor, make_request):
+    from gdpr_requests.mixpanel.client import CallRecord
+    from gdpr_requests.models import MixpanelProject
+
+    approve(make_request, staff_actor, kind="access", distinct_ids=["a"])
+    pipeline.plan_approved()
+    task = MixpanelTask.objects.get()
+    MixpanelProject.objects.filter(pk=project.pk).update(credential_status=CredentialStatus.FAILING)
+    project.refresh_from_db()
+    record = CallRecord(operation="create_retrieval", http_status=200, duration_ms=5, outcome="ok")
+    pipeline.api_call_record(project=project, task=task, record=record)
+    project.refresh_from_db()
+    assert project.credential_status == CredentialStatus.FAILING
