@@ -92,7 +92,8 @@ class MixpanelTaskAdmin(ReadOnlyAdmin):
         "state",
         "remote_status",
         "tracking_id",
-        "attempts",
+        "api_call_count",
+        "retries",
         "next_attempt_at",
         "short_error",
         "request_count",
@@ -109,7 +110,8 @@ class MixpanelTaskAdmin(ReadOnlyAdmin):
         "remote_status",
         "tracking_id",
         "requesting_user",
-        "attempts",
+        "api_call_count",
+        "retries",
         "polls",
         "next_attempt_at",
         "last_error",
@@ -121,10 +123,27 @@ class MixpanelTaskAdmin(ReadOnlyAdmin):
         "finished_at",
         "updated_at",
     ]
-    readonly_fields = ["id_count", "request_references"]
+    readonly_fields = ["id_count", "request_references", "api_call_count", "retries"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[MixpanelTask]:
-        return super().get_queryset(request).annotate(linked_requests=Count("requests", distinct=True))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                linked_requests=Count("requests", distinct=True), api_calls_made=Count("api_calls", distinct=True)
+            )
+        )
+
+    @admin.display(description="API calls", ordering="api_calls_made")
+    def api_call_count(self, obj: MixpanelTask) -> int:
+        """Every HTTP call made for the task (successful ones included): what "attempts" used to suggest."""
+        made = getattr(obj, "api_calls_made", None)
+        return made if made is not None else obj.api_calls.count()
+
+    @admin.display(description="retries in a row", ordering="attempts")
+    def retries(self, obj: MixpanelTask) -> int:
+        """Unsuccessful attempts of the current phase (0 once a call succeeds; MIXPANEL_MAX_ATTEMPTS gives up)."""
+        return obj.attempts
 
     @admin.display(description="requests", ordering="linked_requests")
     def request_count(self, obj: MixpanelTask) -> int:

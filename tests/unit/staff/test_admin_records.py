@@ -106,6 +106,18 @@ def test_tasks_filter_by_state_and_project_and_hide_the_ids(staff_client, task_a
     assert "secret-id-1" not in page
 
 
+def test_tasks_show_the_api_calls_made_and_the_retries_in_a_row(staff_client, task_and_calls, project):
+    """A task that succeeded on its first call shows 1 API call and 0 retries (not "attempts 0")."""
+    task, _other = task_and_calls
+    ApiCall.objects.create(project=project, task=task, operation="deletion_status", http_status=200, outcome="ok")
+    MixpanelTask.objects.filter(pk=task.pk).update(attempts=0, state=TaskState.SUCCEEDED)
+    changelist = staff_client.get(reverse("admin:gdpr_requests_mixpaneltask_changelist"), {"state__exact": "succeeded"})
+    assert rows(changelist, r'<td class="field-api_call_count">([^<]*)</td>') == ["2"]
+    assert rows(changelist, r'<td class="field-retries">([^<]*)</td>') == ["0"]
+    page = staff_client.get(change_url(task)).content.decode()
+    assert "API calls" in page and "Retries in a row" in page
+
+
 def test_api_calls_filter_by_outcome_and_project(staff_client, task_and_calls, project):
     changelist = reverse("admin:gdpr_requests_apicall_changelist")
     permanent = staff_client.get(changelist, {"outcome": "permanent"})
