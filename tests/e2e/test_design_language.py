@@ -89,9 +89,7 @@ def visit(page, shots, url: str, name: str, parts: dict[str, str]) -> dict[str, 
 
 
 @pytest.mark.parametrize("viewport", sorted(VIEWPORTS))
-def test_portal_admin_and_reports_share_one_look(
-    page, live_server, staff_session, requests_to_show, shots, viewport
-):
+def test_portal_admin_and_reports_share_one_look(page, live_server, staff_session, requests_to_show, shots, viewport):
     width, height = VIEWPORTS[viewport]
     page.set_viewport_size({"width": width, "height": height})
     page.context.add_cookies([{"name": "sessionid", "value": staff_session[1], "url": live_server.url}])
@@ -136,7 +134,11 @@ def test_portal_admin_and_reports_share_one_look(
     assert portal_home["masthead"] != TRANSPARENT and portal_home["masthead"] != portal_home["brand"]
 
     # The primary button: colour, text colour, radius and weight.
-    primary = {"portal": portal_home["primary"], "admin": admin_approve["primary"], "reports": reports_summary["primary"]}
+    primary = {
+        "portal": portal_home["primary"],
+        "admin": admin_approve["primary"],
+        "reports": reports_summary["primary"],
+    }
     assert None not in primary.values(), primary
     assert primary["portal"] == primary["admin"] == primary["reports"], primary
     assert primary["portal"]["background"] != TRANSPARENT
