@@ -88,6 +88,23 @@ def worker(monkeypatch) -> RecordingWorker:
 
 
 @pytest.fixture
+def staff_session(live_server, settings, django_user_model) -> tuple[Any, str]:
+    """A member of "Privacy staff" (no second factor) and the id of a signed-in session for the browser's cookie."""
+    from django.contrib.auth.models import Group
+    from django.test import Client
+
+    from tests.conftest import ensure_roles
+
+    settings.DSR_REQUIRE_STAFF_OTP = False
+    ensure_roles()
+    user = django_user_model.objects.create_user("alice", "alice@staff.example", "pw-pw-pw-pw", is_staff=True)
+    user.groups.add(Group.objects.get(name="Privacy staff"))
+    client = Client()
+    client.force_login(user)
+    return user, client.cookies["sessionid"].value
+
+
+@pytest.fixture
 def shots(output_path: str):
     """Save full-page screenshots of a page under the test's output folder (test-results/...)."""
     folder = Path(output_path)

@@ -7,7 +7,6 @@ every table cell's box lies inside the viewport or inside an element that scroll
 from __future__ import annotations
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 
 from gdpr_requests.audit.chain import Actor
@@ -37,21 +36,6 @@ CUT_CELLS = """() => {
   }
   return cut;
 }"""
-
-
-@pytest.fixture
-def staff_session(live_server, settings, django_user_model):
-    from django.contrib.auth.models import Group
-
-    from tests.conftest import ensure_roles
-
-    settings.DSR_REQUIRE_STAFF_OTP = False
-    ensure_roles()
-    user = django_user_model.objects.create_user("alice", "alice@staff.example", "pw-pw-pw-pw", is_staff=True)
-    user.groups.add(Group.objects.get(name="Privacy staff"))
-    client = Client()
-    client.force_login(user)
-    return user, client.cookies["sessionid"].value
 
 
 @pytest.fixture
