@@ -125,3 +125,54 @@ def test_unknown_actions_get_a_readable_fallback():
 
     (entry,) = human_timeline([Event()], include_machine_steps=False, project_names={})
     assert entry.sentence == "Something new by alice" and entry.kind == DECISION
+
+
+def test_the_timeline_reads_in_the_staff_members_own_time_zone(staff_client, verified_request, settings):
+    """The page's script stores the browser's zone in the dsr_tz cookie; the same event then reads in that zone.
+    An unknown zone falls back to the installation's, and the public portal never follows the cookie."""
+    settings.TIME_ZONE = "UTC"
+    event = AuditEvent.objects.filter(request_reference=verified_request.reference).earliest("sequence")
+    url = reverse("admin:gdpr_requests_datasubjectrequest_history", args=[verified_request.pk])
+
+    def shown(zone: str | None) -> str:
+        if zone is None:
+            staff_client.cookies.pop("dsr_tz", None)
+        else:
+            staff_client.cookies["dsr_tz"] = zone
+        return staff_client.get(url).content.decode()
+
+    def stamp(zone: str) -> str:
+        from zoneinfo import ZoneInfo
+
+        return timezone.localtime(event.occurred_at, ZoneInfo(zone)).strftime("%H:%M")
+
+    tokyo = shown("Asia/Tokyo")
+    assert "Times in Asia/Tokyo" in tokyo and f", {stamp('Asia/Tokyo')}</time>" in tokyo
+    assert '<meta name="dsr-tz" content="Asia/Tokyo">' in tokyo
+    utc = shown("Mars/Olympus_Mons")
+    assert "Times in UTC" in utc and f", {stamp('UTC')}</time>" in utc
+    assert "Times in UTC" in shown(None)
+    assert stamp("Asia/Tokyo") != stamp("UTC")
+
+
+def test_the_zone_cookie_never_reaches_the_public_portal(rf, settings):
+    from django.http import HttpResponse
+
+    from gdpr_requests.staff.timezones import StaffTimeZoneMiddleware, zone_from_cookie
+
+    settings.TIME_ZONE = "UTC"
+    seen: list[str] = []
+
+    def view(_request):
+        seen.append(timezone.get_current_timezone_name())
+        return HttpResponse()
+
+    middleware = StaffTimeZoneMiddleware(view)
+    for path in ("/request/", "/admin/", "/reports/summary/"):
+        request = rf.get(path)
+        request.COOKIES["dsr_tz"] = "Asia/Tokyo"
+        middleware(request)
+    assert seen == ["UTC", "Asia/Tokyo", "Asia/Tokyo"]
+    assert timezone.get_current_timezone_name() == "UTC"  # deactivated after the response
+    assert zone_from_cookie("../../etc/passwd") is None and zone_from_cookie("x" * 100) is None
+    assert zone_from_cookie("") is None and zone_from_cookie(None) is None

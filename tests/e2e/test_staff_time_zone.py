@@ -1,0 +1,42 @@
+"""Staff read times in their own time zone: the page's script tells the server the browser's zone (a cookie),
+and the request's timeline is drawn in it after one reload."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from gdpr_requests.audit.chain import Actor
+from gdpr_requests.models import MixpanelProject
+from gdpr_requests.requests import services
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_the_timeline_follows_the_browsers_time_zone(browser, live_server, staff_session, settings, shots):
+    settings.TIME_ZONE = "UTC"
+    project = MixpanelProject.objects.create(
+        name="Web app", mixpanel_project_id="1", project_token="t", oauth_token="o", token_expires_on="2030-01-01"
+    )
+    dsr = services.request_create(
+        kind="access",
+        regulation="gdpr",
+        email="tz@example.org",
+        projects=[project],
+        channel="staff",
+        verified_by_staff="called back",
+        actor=Actor.staff(staff_session[0]),
+    )
+    context = browser.new_context(timezone_id="Asia/Tokyo", viewport={"width": 1280, "height": 800})
+    try:
+        context.add_cookies([{"name": "sessionid", "value": staff_session[1], "url": live_server.url}])
+        page = context.new_page()
+        page.goto(live_server.url + reverse("admin:gdpr_requests_datasubjectrequest_change", args=[dsr.pk]))
+        page.get_by_text("Times in Asia/Tokyo").wait_for(timeout=10_000)
+        assert {c["name"]: c["value"] for c in context.cookies()}["dsr_tz"] == "Asia/Tokyo"
+        shots(page, "request-in-tokyo-time")
+        # The next staff page is drawn in that zone at once (the cookie is set).
+        page.goto(live_server.url + reverse("admin:gdpr_requests_datasubjectrequest_history", args=[dsr.pk]))
+        assert page.get_by_text("Times in Asia/Tokyo").is_visible()
+    finally:
+        context.close()
