@@ -122,14 +122,12 @@ class QueryBudget:
 
 @dataclass
 class QueryCall:
-    """One profile query as the fake saw it. ``start`` and ``end`` are time.monotonic(); ``wall_start`` is
-    time.time() (comparable with the database's timestamps). ``values`` are the clauses' values (synthetic
-    addresses), ``session_id`` the query session the page belongs to."""
+    """One profile query as the fake saw it. ``start`` (arrival) and ``end`` (answer) are time.monotonic();
+    ``values`` are the clauses' values (synthetic addresses), ``session_id`` the query session of the page."""
 
     project_id: str
     user: str
     start: float
-    wall_start: float
     clauses: int = 0
     values: tuple[str, ...] = ()
     page: int = 0
@@ -454,7 +452,7 @@ class FakeMixpanel:
     ) -> None:
         project_id = (parse_qs(query).get("project_id") or [""])[0]
         user, secret = _basic_auth(handler.headers.get("Authorization", ""))
-        call = QueryCall(project_id=project_id, user=user, start=arrived, wall_start=time.time())
+        call = QueryCall(project_id=project_id, user=user, start=arrived)
         with self._changed:
             self.queries.append(call)
             running = self._queries_running.get(project_id, 0) + 1
