@@ -9,6 +9,10 @@ MIXPANEL_QUERY_WINDOW_SECONDS, MIXPANEL_QUERY_CONCURRENCY, MIXPANEL_RESOLVE_BATC
 same budget (a 429 for a query over it), so that the limiter has to hold queries back: more queries than one
 window's budget, and more workers than the concurrency budget. The fake's page size is small, and one address
 ("a shared inbox") is on many profiles, so that some queries need a second page.
+
+One project's service account stops working (the fake answers 401): its lookups pause, staff get one alert, and
+it resumes the way the alert tells staff to: ``mixpanel_project update NAME --service-account-username U
+--service-account-secret-file F`` with a new service account.
 """
 
 from __future__ import annotations
