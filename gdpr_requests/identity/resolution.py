@@ -35,6 +35,7 @@ from gdpr_requests.identity import alerts, query_limiter
 from gdpr_requests.identity.services import (
     candidate_accept,
     candidates_purge,
+    foreign_keys_checked_now,
     lookups_catch_up,
     query_credentials,
 )
@@ -135,7 +136,7 @@ def _dispatch_project(project_id: int) -> int:
         if not lookup_ids:
             break
         try:
-            token, _wait = query_limiter.acquire(key)
+            token, _wait = query_limiter.acquire(key, leave_room_to_page=True)
         except query_limiter.QueryLimiterUnavailable:
             break
         if token is None:
@@ -206,11 +207,16 @@ def lookup_batch_run(*, project_id: int, token: str) -> BatchResult:
         if lookups:
             _fail(lookups, token, "lookup failed: the project has no Query API credentials")
         return BatchResult("gone")
+    if project.lookup_paused_at is not None:
+        # Paused since this batch was claimed (a batch beside it got a 401): ask nothing with a refused credential.
+        query_limiter.release(key, token, used=False)
+        _wait_again(lookups, token, delay=0, why="paused: Mixpanel refused the Query API credential")
+        return BatchResult("paused", lookups=len(lookups))
     slot = token
     if not query_limiter.is_held(key, token):
         # The message waited longer than the slot's hold (a busy queue) or was redelivered: take a new slot.
         try:
-            slot, wait = query_limiter.acquire(key)
+            slot, wait = query_limiter.acquire(key, leave_room_to_page=True)
         except query_limiter.QueryLimiterUnavailable:
             slot, wait = None, 5.0
         if slot is None:
@@ -222,16 +228,18 @@ def lookup_batch_run(*, project_id: int, token: str) -> BatchResult:
             by_value.setdefault(value, []).append(lookup)
     properties = list(project.identity_properties or ["$email"])
     where = query_client.where_any(properties=properties, values=list(by_value))
-    tokens = [slot]
+    tokens = [slot]  # one per page asked; the last one holds the query's slot
 
     def before_page(_page: int) -> None:
+        # The previous page is answered: the next one takes its slot (pages run one at a time) and a window entry,
+        # for which the dispatcher left room (acquire's leave_room_to_page).
         try:
-            extra, wait = query_limiter.acquire(key)
+            following, wait = query_limiter.next_page(key, tokens[-1])
         except query_limiter.QueryLimiterUnavailable:
             raise _NoSlot(5.0) from None
-        if extra is None:
+        if following is None:
             raise _NoSlot(wait)
-        tokens.append(extra)
+        tokens.append(following)
 
     try:
         profiles, pages = query_client.query_profiles(
@@ -248,8 +256,7 @@ def lookup_batch_run(*, project_id: int, token: str) -> BatchResult:
     except query_client.QueryError as exc:
         return _on_error(project, lookups, token, exc, queries=len(tokens))
     finally:
-        for taken in tokens:
-            query_limiter.release(key, taken)
+        query_limiter.release(key, tokens[-1])  # the pages before it were released by next_page
     found = _record(project, lookups, token, profiles, by_value, properties, pages=pages)
     return BatchResult("done", queries=pages, lookups=len(lookups), candidates=found)
 
@@ -305,6 +312,7 @@ def _record(
                 error="",
             )
         ProjectLookupState.objects.filter(project=project).update(failures=0, backoff_until=None)
+        foreign_keys_checked_now()  # the candidates' references, before the chain lock (deadlock otherwise)
         audit_record_many(
             [
                 Entry(

@@ -13,14 +13,27 @@ task holding them end in FAILURE, ``seed_running_deletion`` makes later creates 
 naming the running task. A deletion create that names ids with a deletion still running answers 409 too, as
 Mixpanel does: that is how a lost create response is confirmed.
 
+The Query API's profile query (``POST <prefix>/api/query/engage?project_id=N``, docs/identity.md §1) is
+faked too, for identity lookups: HTTP Basic auth of a service account per project (:meth:`set_query_account`),
+a form body whose ``where`` is ``properties["P"] == "V"`` clauses joined with `` or `` (anything else is a 400),
+answers in the documented shape from seeded profiles (:meth:`seed_profiles`), paged by ``query_page_size``
+through ``session_id``/``page``. Every query is recorded as a :class:`QueryCall` (project id, auth user, clause
+count and values, page, session, start and end, status); the fake counts the most queries running at once and
+answers 429 when a query would exceed ``query_budget`` (per project: queries arriving in any rolling window, and
+queries running at once), so that a violation shows as a 429 and not only as a figure. A per-project fault
+(:meth:`fail_queries`) answers e.g. 401 from the n-th query on.
+
 The ids and tokens here are synthetic test data; nothing leaves loopback.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import itertools
 import json
+import re
 import threading
 import time
 import uuid
@@ -32,6 +45,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 API_PREFIX = "/api/app"
+# The Query API's profile query, beside the GDPR API below the same prefix (query_client.engage_url).
+QUERY_PATH = "/api/query/engage"
 DOWNLOAD_PREFIX = "/download/"
 PROGRESSION = ("PENDING", "STAGING", "STARTED")
 FINAL_STATUSES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
@@ -43,6 +58,7 @@ CREATE_DELETION = "create_deletion"
 DELETION_STATUS = "deletion_status"
 CANCEL_DELETION = "cancel_deletion"
 DOWNLOAD = "download"
+QUERY_ENGAGE = "query_engage"
 CREATES = frozenset({CREATE_RETRIEVAL, CREATE_DELETION})
 POLLS = frozenset({RETRIEVAL_STATUS, DELETION_STATUS})
 
@@ -95,6 +111,50 @@ class Fault:
         return not (self.ids is not None and not self.ids.intersection(ids))
 
 
+@dataclass(frozen=True)
+class QueryBudget:
+    """The Query API's budget per project (Mixpanel's: 60 per hour, 5 at once), scaled for a test."""
+
+    limit: int
+    window_seconds: float
+    concurrency: int
+
+
+@dataclass
+class QueryCall:
+    """One profile query as the fake saw it. ``start`` (arrival) and ``end`` (answer) are time.monotonic();
+    ``values`` are the clauses' values (synthetic addresses), ``session_id`` the query session of the page."""
+
+    project_id: str
+    user: str
+    start: float
+    clauses: int = 0
+    values: tuple[str, ...] = ()
+    page: int = 0
+    session_id: str = ""
+    end: float = 0.0
+    status: int = 0
+    results: int = 0
+    total: int = 0
+    fault: str = ""
+
+
+@dataclass
+class _QuerySession:
+    project_id: str
+    where: str
+    matches: list[tuple[str, dict[str, Any]]]
+
+
+_CLAUSE = r'properties\["((?:[^"\\]|\\.)*)"\] == "((?:[^"\\]|\\.)*)"'
+_WHERE = re.compile(rf"{_CLAUSE}(?: or {_CLAUSE})*")
+_ONE_CLAUSE = re.compile(_CLAUSE)
+
+
+def _unescape(value: str) -> str:
+    return re.sub(r"\\(.)", lambda m: {"n": "\n", "r": "\r", "t": "\t"}.get(m.group(1), m.group(1)), value)
+
+
 @dataclass
 class FakeTask:
     tracking_id: str
@@ -136,6 +196,17 @@ class FakeMixpanel:
         self._changed = threading.Condition(self._lock)
         self._counter = itertools.count(1)
         self._last_call_by_token: dict[str, float] = {}
+        # The Query API (identity lookups).
+        self.query_accounts: dict[str, tuple[str, str]] = {}
+        self.profiles: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        self.query_page_size = 1000
+        self.query_latency = 0.0
+        self.query_budget: QueryBudget | None = None
+        self.queries: list[QueryCall] = []
+        self._query_faults: dict[str, tuple[int, int]] = {}  # project id -> (status, answers left before it)
+        self._query_sessions: dict[str, _QuerySession] = {}
+        self._queries_running: dict[str, int] = {}
+        self._most_queries_running: dict[str, int] = {}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -212,6 +283,51 @@ class FakeMixpanel:
                 tracking_id, "deletion", token, list(distinct_ids), "GDPR", created, seeded=True
             )
             return tracking_id
+
+    # -- scripting the Query API -------------------------------------------------------------------------
+
+    def set_query_account(self, project_id: str, *, username: str, secret: str) -> None:
+        """The service account that may query ``project_id`` (a new one replaces the old, which then gets 401)."""
+        with self._lock:
+            self.query_accounts[str(project_id)] = (username, secret)
+
+    def seed_profiles(self, project_id: str, profiles: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """Add profiles, as (distinct id, properties), to the project's people."""
+        with self._lock:
+            self.profiles.setdefault(str(project_id), []).extend(profiles)
+
+    def fail_queries(self, project_id: str, *, status: int = 401, after: int = 0) -> None:
+        """Answer ``status`` to every query of the project once ``after`` more have been answered normally
+        (401: the service account was revoked or expired)."""
+        with self._lock:
+            self._query_faults[str(project_id)] = (status, after)
+
+    def clear_query_fault(self, project_id: str) -> None:
+        with self._lock:
+            self._query_faults.pop(str(project_id), None)
+
+    # -- reading the Query API's record --------------------------------------------------------------------
+
+    def query_calls(
+        self, *, project_id: str | None = None, status: int | None = None, page: int | None = None
+    ) -> list[QueryCall]:
+        with self._lock:
+            return [
+                q
+                for q in self.queries
+                if (project_id is None or q.project_id == str(project_id))
+                and (status is None or q.status == status)
+                and (page is None or q.page == page)
+            ]
+
+    def most_concurrent_queries(self, project_id: str) -> int:
+        """The most queries of the project that were running at the same moment (arrival to answer)."""
+        with self._lock:
+            return self._most_queries_running.get(str(project_id), 0)
+
+    def busiest_query_window(self, project_id: str, window_seconds: float) -> int:
+        """The most queries of the project that arrived within any rolling window (Mixpanel counts arrivals)."""
+        return max_calls_in_window((q.start for q in self.query_calls(project_id=project_id)), window_seconds)
 
     # -- reading what happened -----------------------------------------------------------------------
 
@@ -298,6 +414,9 @@ class FakeMixpanel:
         token = (query.get("token") or [""])[0]
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length) if length else b""
+        if parts.path.endswith(QUERY_PATH):
+            self._handle_query(handler, method, parts.query, raw, arrived)
+            return
         call = Call(
             at=arrived,
             method=method,
@@ -325,6 +444,112 @@ class FakeMixpanel:
         except (BrokenPipeError, ConnectionResetError):
             # The client gave up (timeout) or was killed: exactly the situations the faults create.
             pass
+
+    # -- the Query API -------------------------------------------------------------------------------
+
+    def _handle_query(
+        self, handler: BaseHTTPRequestHandler, method: str, query: str, raw: bytes, arrived: float
+    ) -> None:
+        project_id = (parse_qs(query).get("project_id") or [""])[0]
+        user, secret = _basic_auth(handler.headers.get("Authorization", ""))
+        call = QueryCall(project_id=project_id, user=user, start=arrived)
+        with self._changed:
+            self.queries.append(call)
+            running = self._queries_running.get(project_id, 0) + 1
+            self._queries_running[project_id] = running
+            self._most_queries_running[project_id] = max(self._most_queries_running.get(project_id, 0), running)
+            status, headers, body = self._answer_query(call, method, secret, raw, running)
+            call.status = status
+        try:
+            if status == 200 and self.query_latency > 0:
+                time.sleep(self.query_latency)  # a query takes a while, so that concurrent ones overlap
+        finally:
+            with self._changed:
+                self._queries_running[project_id] -= 1
+                call.end = time.monotonic()
+                self._changed.notify_all()
+        try:
+            handler.send_response(status)
+            for name, value in headers.items():
+                handler.send_header(name, value)
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            handler.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _answer_query(
+        self, call: QueryCall, method: str, secret: str, raw: bytes, running: int
+    ) -> tuple[int, dict[str, str], bytes]:
+        def error(status: int, message: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
+            body = json.dumps({"status": "error", "error": message}).encode()
+            return status, {"Content-Type": "application/json", **headers}, body
+
+        if method != "POST":
+            return error(405, "method not allowed")
+        if not call.project_id:
+            return error(400, "project_id is required when authenticating with a service account")
+        if not call.user or self.query_accounts.get(call.project_id) != (call.user, secret):
+            return error(401, "invalid service account credentials for this project")
+        fault = self._query_faults.get(call.project_id)
+        if fault is not None:
+            status, left = fault
+            if left <= 0:
+                call.fault = str(status)
+                return error(status, "service account is not authorized" if status in (401, 403) else "scripted")
+            self._query_faults[call.project_id] = (status, left - 1)
+        budget = self.query_budget
+        if budget is not None:
+            arrivals = [
+                q.start
+                for q in self.queries
+                if q.project_id == call.project_id and q.start > call.start - budget.window_seconds
+            ]
+            if len(arrivals) > budget.limit or running > budget.concurrency:
+                call.fault = "over budget"
+                return error(429, "Query rate limit exceeded", **{"Retry-After": "1"})
+        form = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True)
+        where = (form.get("where") or [""])[0]
+        if not _WHERE.fullmatch(where):
+            return error(400, 'unsupported where: use properties["P"] == "V" joined with or')
+        clauses = [(_unescape(p), _unescape(v)) for p, v in _ONE_CLAUSE.findall(where)]
+        call.clauses = len(clauses)
+        call.values = tuple(v for _p, v in clauses)
+        try:
+            call.page = int((form.get("page") or ["0"])[0])
+            wanted = json.loads(form["output_properties"][0]) if "output_properties" in form else None
+        except (ValueError, TypeError):
+            return error(400, "page must be a whole number and output_properties a JSON array")
+        if call.page == 0:
+            matches = sorted(
+                (distinct_id, props)
+                for distinct_id, props in self.profiles.get(call.project_id, [])
+                if any(props.get(prop) == value for prop, value in clauses)
+            )
+            call.session_id = uuid.uuid4().hex[:16]
+            self._query_sessions[call.session_id] = _QuerySession(call.project_id, where, matches)
+        else:
+            call.session_id = (form.get("session_id") or [""])[0]
+            session = self._query_sessions.get(call.session_id)
+            if call.page < 0 or session is None or (session.project_id, session.where) != (call.project_id, where):
+                return error(400, "page > 0 needs the session_id of the same query's first page")
+            matches = session.matches
+        size = self.query_page_size
+        chunk = matches[call.page * size : (call.page + 1) * size]
+        call.results, call.total = len(chunk), len(matches)
+        results = [
+            {"$distinct_id": d, "$properties": {k: v for k, v in props.items() if wanted is None or k in wanted}}
+            for d, props in chunk
+        ]
+        body = {
+            "page": call.page,
+            "page_size": size,
+            "session_id": call.session_id,
+            "status": "ok",
+            "total": len(matches),
+            "results": results,
+        }
+        return 200, {"Content-Type": "application/json"}, json.dumps(body).encode()
 
     def _route(self, call: Call, method: str, path: str, raw: bytes) -> tuple[int, dict[str, str], bytes, float]:
         with self._lock:
@@ -568,3 +793,20 @@ def min_gap(times: Iterable[float]) -> float | None:
     if len(ordered) < 2:
         return None
     return min(b - a for a, b in itertools.pairwise(ordered))
+
+
+def _basic_auth(header: str) -> tuple[str, str]:
+    """(username, secret) of an HTTP Basic Authorization header, ("", "") when it is not one."""
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return "", ""
+    try:
+        username, _, secret = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return "", ""
+    return username, secret
+
+
+def required_pages(total: int, page_size: int) -> int:
+    """The pages a client reads for ``total`` matches: until a page holds fewer than page_size results."""
+    return total // page_size + 1

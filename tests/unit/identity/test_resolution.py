@@ -250,3 +250,116 @@ def test_the_tick_catches_up_lookups_the_hooks_missed(
     project_set_query_access(project=alpha, actor=Actor.system(), username="sa.user", secret="s")
     drive(clock, django_capture_on_commit_callbacks)
     assert IdentityLookup.objects.get(request=dsr).status == LookupStatus.DONE and engage.count("101") == 1
+
+
+def test_a_batch_that_needs_a_second_page_gets_it_under_a_full_window_and_no_address_is_asked_twice(
+    identity_settings, engage: FakeEngage, clock, django_capture_on_commit_callbacks
+) -> None:
+    identity_settings.MIXPANEL_QUERY_LIMIT = 3  # 3 batches and one extra page: more than a window holds
+    identity_settings.MIXPANEL_RESOLVE_BATCH = 2
+    engage.page_size = 2
+    project = make_project("Alpha", "101")
+    emails = _emails(6)
+    engage.profiles["101"] += [("u-0a", {"$email": emails[0]}), ("u-0b", {"$email": emails[0]})]
+    engage.profiles["101"] += [(f"u-{i}", {"$email": emails[i]}) for i in (1, 3, 4)]
+    make_verified(emails, projects=[project])
+
+    drive(clock, django_capture_on_commit_callbacks, step_seconds=600.0)
+
+    # The first batch's 3 profiles take 2 pages; its second page had room, so its first was never asked again.
+    assert [q.page for q in engage.queries] == [0, 1, 0, 0]
+    first_pages = [sorted(v for _p, v in q.clauses) for q in engage.queries if q.page == 0]
+    assert sorted(v for values in first_pages for v in values) == sorted(emails)
+    assert engage.busiest_window("101", timedelta(seconds=3600)) <= 3
+    assert IdentityCandidate.objects.count() == 5
+
+
+def test_a_batch_claimed_before_its_project_paused_asks_nothing_and_gives_its_slot_back(
+    identity_settings, engage: FakeEngage, clock, django_capture_on_commit_callbacks
+) -> None:
+    from gdpr_requests.identity import query_limiter, resolution
+    from gdpr_requests.models import MixpanelProject
+
+    project = make_project("Alpha", "101")
+    (dsr,) = make_verified(["one@example.org"], projects=[project])
+    sent: list[tuple[int, str]] = []
+    resolution_send = resolution._send
+    resolution._send = lambda project_id, token: sent.append((project_id, token))
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            resolution.lookups_dispatch()
+    finally:
+        resolution._send = resolution_send
+    ((project_id, token),) = sent
+    # A batch beside it got a 401 and paused the project while this one waited in the queue.
+    MixpanelProject.objects.filter(pk=project.pk).update(lookup_paused_at=timezone.now(), lookup_paused_reason="401")
+
+    result = resolution.lookup_batch_run(project_id=project_id, token=token)
+
+    assert result.outcome == "paused" and engage.count("101") == 0
+    lookup = IdentityLookup.objects.get(request=dsr)
+    assert lookup.status == LookupStatus.WAITING and lookup.claim_token == ""
+    key = query_limiter.key_for(mixpanel_project_id="101", residency="us")
+    assert query_limiter.usage(key) == (0, 0)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_recording_candidates_while_staff_change_the_same_requests_ids_does_not_deadlock(
+    require_postgres, identity_settings, engage: FakeEngage
+) -> None:
+    """A batch's answer is recorded (candidates inserted, audited) while another transaction holds the row lock of
+    one of its requests and is about to audit too (staff, or auto-accept from the other project's batch). The
+    candidates' foreign keys are checked before the audit chain's lock is taken, so the batch waits for the row
+    without holding the chain: both commit. (Checked at COMMIT, they made each wait for the other.)"""
+    import threading
+    import time
+
+    from django.db import connections, transaction
+
+    from gdpr_requests.audit.chain import Actor, audit_record
+    from gdpr_requests.identity import resolution
+    from gdpr_requests.models import DataSubjectRequest
+
+    project = make_project("Alpha", "101")
+    engage.profiles["101"].append(("u-1", {"$email": "one@example.org"}))
+    (dsr,) = make_verified(["one@example.org"], projects=[project])
+    sent: list[tuple[int, str]] = []
+    resolution_send = resolution._send
+    resolution._send = lambda project_id, token: sent.append((project_id, token))
+    try:
+        resolution.lookups_dispatch()
+    finally:
+        resolution._send = resolution_send
+    ((project_id, token),) = sent
+    locked, errors = threading.Event(), []
+
+    def staff_change() -> None:
+        try:
+            with transaction.atomic():
+                DataSubjectRequest.objects.select_for_update().get(pk=dsr.pk)
+                locked.set()
+                time.sleep(1.0)  # the batch records its answer meanwhile
+                audit_record(action="request.note_added", actor=Actor.system(), request_reference=dsr.reference)
+        except Exception as exc:
+            errors.append(f"staff: {exc}")
+        finally:
+            connections.close_all()
+
+    def batch() -> None:
+        try:
+            locked.wait(5)
+            resolution.lookup_batch_run(project_id=project_id, token=token)
+        except Exception as exc:
+            errors.append(f"batch: {exc}")
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=staff_change), threading.Thread(target=batch)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert IdentityLookup.objects.get(request=dsr).status == LookupStatus.DONE
+    assert IdentityCandidate.objects.filter(request=dsr).count() == 1
