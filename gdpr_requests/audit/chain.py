@@ -156,7 +156,14 @@ def audit_record_many(entries: Sequence[Entry]) -> list[AuditEvent]:
     with transaction.atomic(savepoint=False):
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_ID])
+                # The transaction's deferred foreign-key checks run now, before the chain lock, not at COMMIT
+                # while holding it: a check waits for a key-share lock on the referenced row, and whoever holds
+                # that row (a staff action's SELECT ... FOR UPDATE) may be queued behind this lock: a deadlock.
+                # Then the lock, in the same round trip (the id is our constant, not input).
+                cursor.execute(
+                    "SET CONSTRAINTS ALL IMMEDIATE; SET CONSTRAINTS ALL DEFERRED; "
+                    f"SELECT pg_advisory_xact_lock({int(_CHAIN_LOCK_ID)})"
+                )
         # On SQLite the IMMEDIATE transaction already holds the database's write lock.
         checkpoint = _checkpoint()
         # The further of the two: after the newest events were deleted, new ones link on from the checkpoint,

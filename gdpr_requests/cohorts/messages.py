@@ -16,7 +16,6 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
-from gdpr_requests.crypto import normalise_email
 from gdpr_requests.models import CohortAction
 from gdpr_requests.requests.services import MAX_DISTINCT_ID_LENGTH
 
@@ -90,7 +89,7 @@ def _member(raw: Any, index: int, action: str) -> Member:
     if any(ord(ch) < 32 for ch in distinct_id):
         raise MessageRefused(f"{where}.mixpanel_distinct_id contains control characters.", action=action)
     # The email is a profile property anyone could have set: kept only when it is an address at all.
-    email = normalise_email(_text(raw.get("email")))
+    email = _text(raw.get("email")).strip()  # as Mixpanel holds it (the request keeps it as typed)
     if email:
         try:
             validate_email(email)

@@ -35,7 +35,6 @@ from gdpr_requests.identity import alerts, query_limiter
 from gdpr_requests.identity.services import (
     candidate_accept,
     candidates_purge,
-    foreign_keys_checked_now,
     lookups_catch_up,
     query_credentials,
 )
@@ -312,7 +311,6 @@ def _record(
                 error="",
             )
         ProjectLookupState.objects.filter(project=project).update(failures=0, backoff_until=None)
-        foreign_keys_checked_now()  # the candidates' references, before the chain lock (deadlock otherwise)
         audit_record_many(
             [
                 Entry(

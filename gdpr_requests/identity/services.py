@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
@@ -42,19 +42,6 @@ MAX_PROPERTY_LENGTH = 100
 OPEN_LOOKUP = (LookupStatus.WAITING, LookupStatus.RUNNING)
 # Statuses in which ids can still change (requests.services.request_set_distinct_ids's rule).
 _EDITABLE = (states.UNVERIFIED, states.VERIFIED, states.ON_HOLD)
-
-
-def foreign_keys_checked_now() -> None:
-    """Check the transaction's deferred foreign keys now, before the audit chain's lock is taken.
-
-    Django makes foreign keys DEFERRABLE INITIALLY DEFERRED on PostgreSQL: rows inserted with a reference (a
-    candidate or a lookup naming a request) are checked at COMMIT, which takes a share lock on each referenced
-    row. By then the transaction holds the audit chain's lock (audit_record_many: held until commit), so a
-    transaction holding a request's row lock and waiting for the chain lock (staff or auto-accept changing
-    that request's ids) deadlocks with it. Checked here, the wait for the row comes first, without the chain.
-    """
-    if connection.vendor == "postgresql":
-        connection.check_constraints()  # SET CONSTRAINTS ALL IMMEDIATE, then back to DEFERRED
 
 
 # --- credentials ---------------------------------------------------------------------------------------
@@ -269,7 +256,6 @@ def lookups_open(*, request_ids: Sequence[int], actor: Actor | None = None) -> i
     per_request: dict[int, int] = {}
     for request_id, _project in new:
         per_request[request_id] = per_request.get(request_id, 0) + 1
-    foreign_keys_checked_now()
     references = dict(DataSubjectRequest.objects.filter(pk__in=per_request).values_list("pk", "reference"))
     audit_record_many(
         [

@@ -21,7 +21,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone, translation
 
 from gdpr_requests.audit.chain import Actor, Entry, audit_record, audit_record_many
-from gdpr_requests.crypto import email_hash, normalise_email
+from gdpr_requests.crypto import email_hash
 from gdpr_requests.models import (
     Channel,
     DataSubjectRequest,
@@ -181,7 +181,9 @@ def prepare_request(
         raise ServiceError(f"Unknown regulation {regulation!r}: use one of {', '.join(Regulation.values)}.")
     if channel not in Channel.values:
         raise ServiceError(f"Unknown channel {channel!r}.")
-    email = normalise_email(email)
+    # Kept as typed (Mixpanel's profile query is case-sensitive: identity lookups ask for it as typed and
+    # lower-cased); duplicates and search go by the hash of the lower-cased address.
+    email = email.strip()
     try:
         validate_email(email)
     except ValidationError:

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.django_db
 def test_it_creates_a_request_with_reference_hash_deadline_and_audit_event(make_request, project):
     dsr = make_request(email="  Person@Example.ORG ", received_at=datetime(2026, 1, 31, 12, tzinfo=UTC))
     assert dsr.reference.startswith("DSR-") and len(dsr.reference) == 13
-    assert dsr.requester_email == "person@example.org"
+    assert dsr.requester_email == "Person@Example.ORG"  # as typed, trimmed: profile queries ask for it and lower-cased
     assert dsr.email_hash == email_hash("PERSON@example.org")
     assert dsr.due_at == date(2026, 2, 28)
     assert dsr.status == states.UNVERIFIED
