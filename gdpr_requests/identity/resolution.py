@@ -27,7 +27,7 @@ from typing import Any
 from celery import current_app
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from gdpr_requests.audit.chain import Actor, Entry, audit_record, audit_record_many
@@ -40,6 +40,7 @@ from gdpr_requests.identity.services import (
 )
 from gdpr_requests.mixpanel import query_client
 from gdpr_requests.models import (
+    CandidateState,
     IdentityCandidate,
     IdentityLookup,
     LookupStatus,
@@ -96,6 +97,7 @@ def lookups_dispatch() -> int:
     )
     candidates_purge()
     lookups_catch_up()
+    auto_accept_catch_up(now)
     _skip_moved_on(now)
     project_ids = (
         IdentityLookup.objects.filter(status=LookupStatus.WAITING, not_before__lte=now)
@@ -343,14 +345,56 @@ def _record(
     return total
 
 
-def _auto_accept(lookup: IdentityLookup, distinct_id: str) -> None:
-    """The project's policy: a lone match is accepted without review (when the request's ids may change)."""
+# A batch auto-accepts its lone matches right after recording them; the sweep gives it this long first.
+AUTO_ACCEPT_GRACE = timedelta(seconds=30)
+AUTO_ACCEPT_CATCH_UP_LIMIT = 200
+
+
+def auto_accept_catch_up(now: Any) -> int:
+    """Accept the lone matches whose batch died between recording them and accepting them (the accept is its
+    own transaction, after the lookup is done): lookups done with one candidate, still pending, in a project
+    that auto-accepts, of a request whose ids may still change. Returns how many were accepted."""
+    lookups = list(
+        IdentityLookup.objects.filter(
+            status=LookupStatus.DONE,
+            candidate_count=1,
+            finished_at__lt=now - AUTO_ACCEPT_GRACE,
+            project__auto_accept_single_match=True,
+            request__status__in=(states.VERIFIED, states.ON_HOLD),
+        )
+        .filter(
+            Exists(
+                IdentityCandidate.objects.filter(
+                    request_id=OuterRef("request_id"), project_id=OuterRef("project_id"), state=CandidateState.PENDING
+                )
+            )
+        )
+        .select_related("request", "project")
+        .order_by("finished_at", "pk")[:AUTO_ACCEPT_CATCH_UP_LIMIT]
+    )
+    accepted = 0
+    for lookup in lookups:
+        pending = list(
+            IdentityCandidate.objects.filter(
+                request_id=lookup.request_id, project_id=lookup.project_id, state=CandidateState.PENDING
+            ).values_list("distinct_id", flat=True)
+        )
+        if len(pending) == 1 and _auto_accept(lookup, pending[0]):
+            accepted += 1
+    return accepted
+
+
+def _auto_accept(lookup: IdentityLookup, distinct_id: str) -> bool:
+    """The project's policy: a lone match is accepted without review (when the request's ids may change).
+    Returns whether it was."""
     if lookup.request.status not in (states.VERIFIED, states.ON_HOLD):
-        return
+        return False
     try:
         candidate_accept(request=lookup.request, distinct_ids=[distinct_id], actor=Actor.system("auto-accept"))
     except ServiceError as exc:  # the request moved on meanwhile: staff decide
         logger.info("auto-accept skipped for %s (%s)", lookup.request.reference, type(exc).__name__)
+        return False
+    return True
 
 
 def _profile_name(properties: dict[str, Any]) -> str:

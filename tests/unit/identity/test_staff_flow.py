@@ -8,6 +8,7 @@ import json
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from gdpr_requests.audit.chain import Actor
 from gdpr_requests.identity.services import candidate_accept, candidate_reject
@@ -226,6 +227,37 @@ def test_auto_accept_takes_a_lone_match_only(
     twin.refresh_from_db()
     assert solo.distinct_ids == ["solo-1"] and twin.distinct_ids == []
     assert set(IdentityCandidate.objects.filter(request=twin).values_list("state", flat=True)) == {"pending"}
+
+
+def test_a_lone_match_left_pending_by_a_dead_batch_is_accepted_by_the_next_ticks(
+    identity_settings, engage: FakeEngage, clock, django_capture_on_commit_callbacks
+) -> None:
+    """The batch records the answer, then accepts in its own transaction: a worker that died in between leaves the
+    lone match pending. The dispatch tick accepts it after a grace period; two matches still wait for staff."""
+    from datetime import timedelta
+
+    from gdpr_requests.identity import resolution
+    from gdpr_requests.models import MixpanelProject
+
+    alpha = make_project("Alpha", "101", auto_accept_single_match=False)  # the batch accepts nothing...
+    engage.profiles["101"] += [
+        ("solo-1", {"$email": "solo@example.org"}),
+        ("twin-1", {"$email": "twin@example.org"}),
+        ("$device:t", {"$email": "twin@example.org"}),
+    ]
+    solo, twin = make_verified(["solo@example.org", "twin@example.org"], projects=[alpha])
+    drive(clock, django_capture_on_commit_callbacks)
+    MixpanelProject.objects.filter(pk=alpha.pk).update(auto_accept_single_match=True)  # ...as if it had died
+    assert resolution.auto_accept_catch_up(timezone.now()) == 0  # within the grace period: the batch's turn
+    clock.shift(resolution.AUTO_ACCEPT_GRACE + timedelta(seconds=1))
+    resolution.lookups_dispatch()
+    solo.refresh_from_db()
+    twin.refresh_from_db()
+    assert solo.distinct_ids == ["solo-1"] and twin.distinct_ids == []
+    assert (
+        AuditEvent.objects.filter(action="identity.candidates_accepted", request_reference=solo.reference).count() == 1
+    )
+    assert resolution.auto_accept_catch_up(timezone.now()) == 0  # nothing left: idempotent
 
 
 def test_the_credential_check_asks_one_harmless_profile_query_and_pauses_or_resumes(
