@@ -54,6 +54,10 @@ logger = logging.getLogger("gdpr_requests.identity")
 
 RUN_IDENTITY_LOOKUP = "gdpr_requests.tasks.run_identity_lookup"
 MAX_ATTEMPTS = 8
+# A query's size, whatever the settings: at most this many addresses, and a ``where`` of at most this many bytes
+# (Mixpanel documents no limit; 25 typical addresses x 2 variants x 2 properties are about 5 KB).
+MAX_RESOLVE_BATCH = 100
+MAX_WHERE_BYTES = 16_000
 # Batches one dispatcher tick may start per project (the concurrency budget is the real bound).
 MAX_BATCHES_PER_TICK = 20
 EVIDENCE_PROPERTIES = ("$last_seen", "$name", "$first_name", "$last_name")
@@ -77,12 +81,15 @@ class BatchResult:
 
 
 def resolve_batch_size() -> int:
-    return max(1, int(settings.MIXPANEL_RESOLVE_BATCH))
+    """MIXPANEL_RESOLVE_BATCH, kept within 1..MAX_RESOLVE_BATCH whatever the setting says."""
+    return min(MAX_RESOLVE_BATCH, max(1, int(settings.MIXPANEL_RESOLVE_BATCH)))
 
 
 def variants(email: str) -> list[str]:
-    """The forms of an address to ask for: as typed and lower-cased (``==`` is exact, §1.3)."""
-    return list(dict.fromkeys([email, email.lower()]))
+    """The forms of an address to ask for: as typed and lower-cased (``==`` is exact, §1.3); none for no
+    address (``== ""`` would match every profile without an email)."""
+    email = email.strip()
+    return list(dict.fromkeys([email, email.lower()])) if email else []
 
 
 # --- dispatch ------------------------------------------------------------------------------------------
@@ -91,10 +98,20 @@ def variants(email: str) -> list[str]:
 def lookups_dispatch() -> int:
     """Start every batch the budgets allow now; return how many were started. Safe to run concurrently."""
     now = timezone.now()
-    # Claims that ran out (a worker died): back to waiting, their queries counted by the limiter already.
-    IdentityLookup.objects.filter(status=LookupStatus.RUNNING, claimed_until__lt=now).update(
-        status=LookupStatus.WAITING, claim_token="", claimed_until=None
-    )
+    # Claims that ran out (a worker died): back to waiting, their queries counted by the limiter already; a
+    # lookup whose batch died MAX_ATTEMPTS times fails visibly instead of looping (and spending the budget).
+    expired = IdentityLookup.objects.filter(status=LookupStatus.RUNNING, claimed_until__lt=now)
+    with transaction.atomic():
+        given_up = expired.filter(attempts__gte=MAX_ATTEMPTS).update(
+            status=LookupStatus.FAILED,
+            claim_token="",
+            claimed_until=None,
+            finished_at=now,
+            error=f"lookup failed: its batch did not finish after {MAX_ATTEMPTS} attempts; look up again or enter ids",
+        )
+        if given_up:
+            audit_record(action="identity.lookups_given_up", actor=SYSTEM, payload={"count": given_up})
+    expired.update(status=LookupStatus.WAITING, claim_token="", claimed_until=None)
     candidates_purge()
     lookups_catch_up()
     auto_accept_catch_up(now)
@@ -121,6 +138,11 @@ def _skip_moved_on(now: Any) -> None:
             finished_at=now,
             error="not looked up: the request left 'verified' before its lookup ran",
         )
+        # Queued before email-less requests were kept out of lookups (lookups_open): nothing to ask Mixpanel.
+        no_email = IdentityLookup.objects.filter(status=LookupStatus.WAITING, request__email_hash="").update(
+            status=LookupStatus.FAILED, finished_at=now, error="not looked up: the request has no email address"
+        )
+        skipped += no_email
         if skipped:
             audit_record(action="identity.lookups_skipped", actor=SYSTEM, payload={"count": skipped})
 
@@ -133,7 +155,7 @@ def _dispatch_project(project_id: int) -> int:
     key = query_limiter.key_for(mixpanel_project_id=project.mixpanel_project_id, residency=project.residency)
     started = 0
     for _ in range(MAX_BATCHES_PER_TICK):
-        lookup_ids = _next_batch(project_id)
+        lookup_ids = _next_batch(project)
         if not lookup_ids:
             break
         try:
@@ -159,20 +181,42 @@ def _dispatch_project(project_id: int) -> int:
     return started
 
 
-def _next_batch(project_id: int) -> list[int]:
-    """The waiting lookups of the next MIXPANEL_RESOLVE_BATCH distinct emails, oldest first."""
+def where_bytes(email: str, properties: list[str]) -> int:
+    """What one address adds to a query's ``where`` (every variant of it for every property, with " or ")."""
+    return sum(
+        len(query_client.where_any(properties=[prop], values=[value]).encode()) + 4
+        for prop in properties
+        for value in variants(email)
+    )
+
+
+def _next_batch(project: MixpanelProject) -> list[int]:
+    """The waiting lookups of the next MIXPANEL_RESOLVE_BATCH distinct emails, oldest first, as many as fit a
+    ``where`` of MAX_WHERE_BYTES (long addresses and several email properties make fewer per query)."""
+    project_id = project.pk
+    properties = list(project.identity_properties or ["$email"])
     size = resolve_batch_size()
+    budget = MAX_WHERE_BYTES
     now = timezone.now()
-    waiting = IdentityLookup.objects.filter(project_id=project_id, status=LookupStatus.WAITING, not_before__lte=now)
+    waiting = IdentityLookup.objects.filter(
+        project_id=project_id, status=LookupStatus.WAITING, not_before__lte=now
+    ).exclude(request__email_hash="")  # a request without an email (a cohort member) has nothing to look up
     chosen: dict[str, str] = {}
-    for email in waiting.order_by("queued_at", "id").values_list("request__requester_email", flat=True)[: size * 4]:
-        chosen.setdefault(email.lower(), email)
+    rows = waiting.order_by("queued_at", "id").values_list("request__requester_email", "request__email_hash")
+    for email, hashed in rows[: size * 4]:
+        if email.lower() in chosen:
+            continue
+        cost = where_bytes(email, properties)
+        if chosen and cost > budget:
+            break
+        budget -= cost
+        chosen[email.lower()] = hashed
         if len(chosen) == size:
             break
     if not chosen:
         return []
-    # Every waiting request with one of these emails rides along: one clause serves them all.
-    return list(waiting.filter(request__requester_email__in=set(chosen.values())).values_list("id", flat=True))
+    # Every waiting request with one of these addresses (in any case) rides along: its clauses serve them all.
+    return list(waiting.filter(request__email_hash__in=set(chosen.values())).values_list("id", flat=True))
 
 
 def _lease_seconds() -> float:
@@ -286,14 +330,18 @@ def _record(
             if not isinstance(value, str):
                 continue
             for lookup in by_value.get(value, []):
-                if profile.distinct_id in found[lookup.pk] or len(profile.distinct_id) > 255:
+                if (
+                    profile.distinct_id in found[lookup.pk]
+                    or len(profile.distinct_id) > 255
+                    or not _storable(profile.distinct_id)  # an id we cannot store exactly is no id to send back
+                ):
                     continue
                 found[lookup.pk][profile.distinct_id] = IdentityCandidate(
                     request_id=lookup.request_id,
                     project_id=project.pk,
                     distinct_id=profile.distinct_id,
                     matched_property=prop[:255],
-                    last_seen=str(profile.properties.get("$last_seen") or "")[:40],
+                    last_seen=_text(profile.properties.get("$last_seen"))[:40],
                     profile_name=_profile_name(profile.properties),
                     found_at=now,
                 )
@@ -397,12 +445,27 @@ def _auto_accept(lookup: IdentityLookup, distinct_id: str) -> bool:
     return True
 
 
+def _storable(value: str) -> bool:
+    """Text PostgreSQL can store: encodable as UTF-8 (no lone surrogates) and without NUL."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in value
+
+
+def _text(value: Any) -> str:
+    """A display value from a profile, made storable (bad characters replaced)."""
+    text = str(value or "")
+    return text if _storable(text) else text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")
+
+
 def _profile_name(properties: dict[str, Any]) -> str:
     name = properties.get("$name")
     if not isinstance(name, str) or not name.strip():
         parts = [properties.get("$first_name"), properties.get("$last_name")]
         name = " ".join(p for p in parts if isinstance(p, str) and p.strip())
-    return name.strip()[:200]
+    return _text(name).strip()[:200]
 
 
 def _backoff(project: MixpanelProject, retry_after: float | None) -> float:

@@ -240,7 +240,9 @@ def lookups_open(*, request_ids: Sequence[int], actor: Actor | None = None) -> i
             datasubjectrequest_id__in=ids,
             datasubjectrequest__status=states.VERIFIED,
             mixpanelproject__in=queryable_projects(),
-        ).values_list("datasubjectrequest_id", "mixpanelproject_id")
+        )
+        .exclude(datasubjectrequest__email_hash="")  # no email (a cohort member without one): nothing to ask
+        .values_list("datasubjectrequest_id", "mixpanelproject_id")
     )
     if not pairs:
         return 0
@@ -283,6 +285,7 @@ def lookups_catch_up() -> int:
     )
     missing = (
         through.objects.filter(datasubjectrequest__status=states.VERIFIED, mixpanelproject__in=queryable_projects())
+        .exclude(datasubjectrequest__email_hash="")
         .exclude(Exists(has_lookup))
         .values_list("datasubjectrequest_id", flat=True)
         .distinct()[:CATCH_UP_LIMIT]
@@ -305,6 +308,8 @@ def request_resolve_now(*, request: DataSubjectRequest, actor: Actor) -> int:
             raise ServiceError(
                 f"Request {locked.reference} is {locked.status}: emails are looked up for verified requests only."
             )
+        if not locked.email_hash:
+            raise ServiceError(f"Request {locked.reference} has no email address to look up: enter its ids by hand.")
         projects = list(queryable_projects().filter(requests=locked).order_by("name"))
         if not projects:
             raise ServiceError(

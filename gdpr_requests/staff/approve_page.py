@@ -43,7 +43,7 @@ def approval_rows(request_pks: Sequence[int]) -> list[ApprovalRow]:
     open_counts = {
         (row["email_hash"], row["kind"]): row["n"]
         for row in DataSubjectRequest.objects.filter(
-            email_hash__in={dsr.email_hash for dsr in requests}, status__in=states.OPEN_STATES
+            email_hash__in={dsr.email_hash for dsr in requests if dsr.email_hash}, status__in=states.OPEN_STATES
         )
         .values("email_hash", "kind")
         .annotate(n=Count("id"))
@@ -66,7 +66,7 @@ def approval_rows(request_pks: Sequence[int]) -> list[ApprovalRow]:
             )
         if dsr.identity_verification == EMAIL_ONLY_VERIFICATION:
             warnings.append("Identity checked only by email confirmation.")
-        if open_counts.get((dsr.email_hash, dsr.kind), 0) > 1:
+        if dsr.email_hash and open_counts.get((dsr.email_hash, dsr.kind), 0) > 1:  # no email: no one to match
             warnings.append(
                 f"Possible duplicate: another open {dsr.get_kind_display().lower()} request by the same person."
             )

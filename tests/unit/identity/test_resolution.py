@@ -369,3 +369,102 @@ def test_recording_candidates_while_staff_change_the_same_requests_ids_does_not_
     assert errors == []
     assert IdentityLookup.objects.get(request=dsr).status == LookupStatus.DONE
     assert IdentityCandidate.objects.filter(request=dsr).count() == 1
+
+
+def test_a_request_without_an_email_is_never_looked_up(
+    identity_settings, engage: FakeEngage, clock, django_capture_on_commit_callbacks
+) -> None:
+    """A cohort member without an email (product-login intake) starts verified with no address: asking Mixpanel
+    for ``$email == ""`` would match strangers' profiles, and auto-accept would put one into a deletion."""
+    from gdpr_requests.audit.chain import Actor
+    from gdpr_requests.identity.services import request_resolve_now
+    from gdpr_requests.requests.services import ServiceError, prepare_request, request_create_many
+
+    project = make_project("Alpha", "101", auto_accept_single_match=True)
+    engage.profiles["101"].append(("stranger-42", {"$email": ""}))
+    dsr = prepare_request(
+        kind="deletion",
+        regulation="gdpr",
+        email="placeholder@example.invalid",
+        distinct_ids=["distinct-1"],
+        channel="cohort",
+        verified_by_staff="signed-in user of the product, via cohort C",
+        actor=Actor.system(),
+    )
+    dsr.requester_email, dsr.email_hash = "", ""
+    with django_capture_on_commit_callbacks(execute=True):
+        (dsr,) = request_create_many([dsr], actor=Actor.system(), projects=[project])
+    (with_email,) = make_verified(["real@example.org"], projects=[project])
+    drive(clock, django_capture_on_commit_callbacks)
+    assert not IdentityLookup.objects.filter(request=dsr).exists()
+    assert all(value for q in engage.queries for _prop, value in q.clauses)
+    dsr.refresh_from_db()
+    assert dsr.distinct_ids == ["distinct-1"]
+    with pytest.raises(ServiceError, match="no email address to look up"):
+        request_resolve_now(request=dsr, actor=Actor.system())
+    # A lookup queued before this rule existed is failed, not asked.
+    IdentityLookup.objects.create(request=dsr, project=project, queued_at=timezone.now(), not_before=timezone.now())
+    drive(clock, django_capture_on_commit_callbacks)
+    stale = IdentityLookup.objects.get(request=dsr)
+    assert stale.status == LookupStatus.FAILED and "no email address" in stale.error
+    assert with_email.pk != dsr.pk and IdentityCandidate.objects.filter(request=dsr).count() == 0
+
+
+def test_a_batch_that_keeps_dying_fails_its_lookups_instead_of_looping(
+    identity_settings, engage: FakeEngage, clock, django_capture_on_commit_callbacks
+) -> None:
+    from gdpr_requests.identity import resolution
+
+    project = make_project("Alpha", "101")
+    (dsr,) = make_verified(["loop@example.org"], projects=[project])
+    lookup = IdentityLookup.objects.get(request=dsr)
+    IdentityLookup.objects.filter(pk=lookup.pk).update(
+        status=LookupStatus.RUNNING,
+        claim_token="dead-worker",
+        claimed_until=timezone.now() - timedelta(seconds=1),
+        attempts=resolution.MAX_ATTEMPTS - 1,
+    )
+    resolution.lookups_dispatch()  # one more chance: back to waiting, claimed again (attempt MAX_ATTEMPTS)
+    lookup.refresh_from_db()
+    assert lookup.status == LookupStatus.RUNNING and lookup.attempts == resolution.MAX_ATTEMPTS
+    IdentityLookup.objects.filter(pk=lookup.pk).update(claimed_until=timezone.now() - timedelta(seconds=1))
+    resolution.lookups_dispatch()  # that batch died too: given up, visibly
+    lookup.refresh_from_db()
+    assert lookup.status == LookupStatus.FAILED and lookup.error.startswith("lookup failed:")
+    assert AuditEvent.objects.filter(action="identity.lookups_given_up").count() == 1
+
+
+def test_long_addresses_and_many_properties_split_the_batch_to_keep_the_where_small(
+    identity_settings, engage: FakeEngage, clock, django_capture_on_commit_callbacks
+) -> None:
+    from gdpr_requests.identity import resolution
+
+    properties = ["$email", "email", "Email", "work_email", "contact_email"]
+    project = make_project("Alpha", "101", identity_properties=properties)
+    emails = [f"{'Long.Name' * 20}{n}@example.org" for n in range(10)]  # ~200 characters each
+    make_verified(emails, projects=[project])
+    drive(clock, django_capture_on_commit_callbacks)
+    assert len(engage.queries) >= 2  # 10 addresses would make one where of ~23 KB
+    for query in engage.queries:  # each query's where stays within the cap
+        addresses = {v.lower() for _p, v in query.clauses}
+        assert len(addresses) * resolution.where_bytes(emails[0], properties) <= resolution.MAX_WHERE_BYTES
+    asked = {v.lower() for q in engage.queries for _p, v in q.clauses}
+    assert asked == {e.lower() for e in emails}  # every address asked, once the batches are done
+
+
+def test_profiles_with_unstorable_text_neither_crash_the_batch_nor_give_ids(
+    identity_settings, engage: FakeEngage, clock, django_capture_on_commit_callbacks
+) -> None:
+    """A lone surrogate in a profile's name is replaced; in its distinct id, the profile is no candidate (an id
+    we cannot store exactly could only ever be sent back wrong)."""
+    project = make_project("Alpha", "101")
+    engage.profiles["101"] += [
+        ("ok-1", {"$email": "odd@example.org", "$name": "Ann\ud800e", "$last_seen": "2026-01-01\x00"}),
+        ("bad-\ud800", {"$email": "odd@example.org"}),
+    ]
+    (dsr,) = make_verified(["odd@example.org"], projects=[project])
+    drive(clock, django_capture_on_commit_callbacks)
+    assert IdentityLookup.objects.get(request=dsr).status == LookupStatus.DONE
+    (candidate,) = IdentityCandidate.objects.filter(request=dsr)
+    assert candidate.distinct_id == "ok-1"
+    assert candidate.profile_name == "Ann?e" and candidate.last_seen == "2026-01-01"

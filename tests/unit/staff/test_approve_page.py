@@ -158,3 +158,15 @@ def test_a_bulk_approval_plans_in_chunk_messages_and_records_its_webhooks_in_its
     assert published.count("gdpr_requests.tasks.plan_requests") == 3  # 25 requests, 10 per message
     assert "gdpr_requests.tasks.plan_request" not in published
     assert WebhookDelivery.objects.filter(event_type="request.approved").count() == 28
+
+
+def test_requests_without_an_email_are_not_called_duplicates_of_each_other(staff_client, make_request):
+    """Cohort members without an email share an empty hash: that is no sign of the same person."""
+    made = []
+    for n in range(2):
+        dsr = make_request(email=f"c{n}@example.org", verified_by_staff="product login", channel="staff")
+        DataSubjectRequest.objects.filter(pk=dsr.pk).update(requester_email="", email_hash="")
+        made.append(dsr)
+    page = bulk(staff_client, made).content.decode()
+    assert made[0].reference in page and made[1].reference in page
+    assert "Possible duplicate" not in page
