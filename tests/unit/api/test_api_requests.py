@@ -356,3 +356,50 @@ def test_a_body_over_the_api_limit_is_refused_as_problem_details_before_it_is_re
     assert response.status_code == 413
     assert response["Content-Type"] == "application/problem+json"
     assert response.json()["status"] == 413
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_retries_racing_in_separate_processes_create_one_request(require_postgres):
+    """The race the in-process committer cannot see: retries with one Idempotency-Key landing on different
+    server processes, each in its own transaction on its own connection (threads here, bypassing the committer).
+    The database claim (ON CONFLICT and the row lock) makes one of them create and the others replay."""
+    from gdpr_requests.api import intake
+    from gdpr_requests.api.idempotency import body_hash
+    from gdpr_requests.models import ApiKey
+
+    made = make_key()
+    api_key = ApiKey.objects.get(pk=made["id"])
+    values = {
+        "kind": "access",
+        "regulation": "gdpr",
+        "email": "race@example.org",
+        "name": "",
+        "distinct_ids": [],
+        "disclosure_type": "",
+        "identity_verified_by": "",
+    }
+    creation = intake.Creation(api_key=api_key, values=values, idempotency_key="race", body_hash=body_hash(values))
+    barrier = threading.Barrier(6)
+    answers: list = []
+    errors: list[str] = []
+
+    def send():
+        try:
+            barrier.wait()
+            answers.extend(intake.create_batch([creation]))
+        except Exception as exc:  # pragma: no cover - the failure this test is for
+            errors.append(repr(exc))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert [a.status_code for a in answers] == [201] * 6
+    assert sum(not a.replayed for a in answers) == 1
+    assert len({a.body["reference"] for a in answers}) == 1
+    assert DataSubjectRequest.objects.count() == 1
