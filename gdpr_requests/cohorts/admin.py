@@ -22,7 +22,7 @@ from django.utils.html import format_html, format_html_join
 from gdpr_requests.audit.chain import Actor
 from gdpr_requests.cohorts import services
 from gdpr_requests.models import CohortIntake, CohortSync, DataSubjectRequest
-from gdpr_requests.staff.common import REFUSALS, admin_url, render_form_page
+from gdpr_requests.staff.common import REFUSALS, ServiceAddAdmin, admin_url, render_form_page
 
 CREDENTIALS_TEMPLATE = "admin/gdpr_requests/cohort_credentials.html"
 RECENT_SYNCS = 20
@@ -39,7 +39,7 @@ class IntakeAddForm(forms.ModelForm):
         fields = ["name", "project", "kind", "regulation", "identity", "auto_approve"]
 
 
-class CohortIntakeAdmin(admin.ModelAdmin):
+class CohortIntakeAdmin(ServiceAddAdmin):
     form = IntakeAddForm
     list_display = [
         "name",
@@ -192,13 +192,6 @@ class CohortIntakeAdmin(admin.ModelAdmin):
             setattr(obj, model_field.attname, getattr(saved, model_field.attname))
         obj._state.adding = False
         obj.shown_password = password
-
-    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None):
-        try:
-            return super().add_view(request, form_url, extra_context)
-        except REFUSALS as exc:
-            self.message_user(request, str(exc), messages.ERROR)
-            return HttpResponseRedirect(request.get_full_path())
 
     def response_add(self, request: HttpRequest, obj: CohortIntake, post_url_continue: Any = None) -> HttpResponse:
         return self._credentials_page(request, obj, obj.shown_password, title="Cohort intake created")
