@@ -88,6 +88,7 @@ class CohortIntakeAdmin(ServiceAddAdmin):
             "regulation",
             "identity",
             "auto_approve",
+            *(["auto_approval"] if services.auto_approval_blocked(obj) else []),
             "is_active",
             "webhook",
             "username",
@@ -103,6 +104,10 @@ class CohortIntakeAdmin(ServiceAddAdmin):
         if obj is None:
             return []
         return self.get_fields(request, obj)
+
+    @admin.display(description="auto-approval")
+    def auto_approval(self, obj: CohortIntake) -> str:
+        return format_html('<strong class="dsr-warning">{}</strong>', services.auto_approval_blocked(obj))
 
     @admin.display(description="webhook URL")
     def webhook(self, obj: CohortIntake) -> str:
@@ -194,6 +199,9 @@ class CohortIntakeAdmin(ServiceAddAdmin):
         obj.shown_password = password
 
     def response_add(self, request: HttpRequest, obj: CohortIntake, post_url_continue: Any = None) -> HttpResponse:
+        blocked = services.auto_approval_blocked(obj)
+        if blocked:
+            self.message_user(request, blocked, messages.WARNING)
         return self._credentials_page(request, obj, obj.shown_password, title="Cohort intake created")
 
     def _credentials_page(self, request: HttpRequest, obj: CohortIntake, password: str, *, title: str):
