@@ -15,6 +15,7 @@ from gdpr_requests.api.keys import api_key_create, api_key_revoke
 from gdpr_requests.audit.chain import Actor
 from gdpr_requests.models import ApiKey, ApiScope
 from gdpr_requests.requests.services import ServiceError
+from gdpr_requests.staff.common import ServiceAddAdmin
 
 
 class ApiKeyForm(forms.ModelForm):
@@ -25,7 +26,7 @@ class ApiKeyForm(forms.ModelForm):
         fields = ["name", "scopes"]
 
 
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(ServiceAddAdmin):
     form = ApiKeyForm
     list_display = ["name", "prefix", "scope_list", "created_at", "last_used_at", "revoked_at"]
     list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
@@ -49,13 +50,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
         if change:
             return
-        try:
-            made = api_key_create(
-                name=form.cleaned_data["name"], scopes=form.cleaned_data["scopes"], actor=Actor.for_user(request.user)
-            )
-        except ServiceError as exc:
-            self.message_user(request, str(exc), messages.ERROR)
-            return
+        # The form checked the name (unique) and the scopes; a refusal here (the name taken meanwhile) is raised:
+        # ServiceAddAdmin rolls the add back and shows it, rather than "added successfully".
+        made = api_key_create(
+            name=form.cleaned_data["name"], scopes=form.cleaned_data["scopes"], actor=Actor.for_user(request.user)
+        )
         obj.pk = made.api_key.pk
         self.message_user(
             request, f"API key for {made.api_key.name}: {made.key} (shown this once: store it now).", messages.WARNING

@@ -22,7 +22,7 @@ from django.utils.html import format_html, format_html_join
 from gdpr_requests.audit.chain import Actor
 from gdpr_requests.cohorts import services
 from gdpr_requests.models import CohortIntake, CohortSync, DataSubjectRequest
-from gdpr_requests.staff.common import REFUSALS, admin_url, render_form_page
+from gdpr_requests.staff.common import REFUSALS, ServiceAddAdmin, admin_url, render_form_page
 
 CREDENTIALS_TEMPLATE = "admin/gdpr_requests/cohort_credentials.html"
 RECENT_SYNCS = 20
@@ -39,7 +39,7 @@ class IntakeAddForm(forms.ModelForm):
         fields = ["name", "project", "kind", "regulation", "identity", "auto_approve"]
 
 
-class CohortIntakeAdmin(admin.ModelAdmin):
+class CohortIntakeAdmin(ServiceAddAdmin):
     form = IntakeAddForm
     list_display = [
         "name",
@@ -88,6 +88,7 @@ class CohortIntakeAdmin(admin.ModelAdmin):
             "regulation",
             "identity",
             "auto_approve",
+            *(["auto_approval"] if services.auto_approval_blocked(obj) else []),
             "is_active",
             "webhook",
             "username",
@@ -103,6 +104,10 @@ class CohortIntakeAdmin(admin.ModelAdmin):
         if obj is None:
             return []
         return self.get_fields(request, obj)
+
+    @admin.display(description="auto-approval")
+    def auto_approval(self, obj: CohortIntake) -> str:
+        return format_html('<strong class="dsr-warning">{}</strong>', services.auto_approval_blocked(obj))
 
     @admin.display(description="webhook URL")
     def webhook(self, obj: CohortIntake) -> str:
@@ -193,14 +198,10 @@ class CohortIntakeAdmin(admin.ModelAdmin):
         obj._state.adding = False
         obj.shown_password = password
 
-    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None):
-        try:
-            return super().add_view(request, form_url, extra_context)
-        except REFUSALS as exc:
-            self.message_user(request, str(exc), messages.ERROR)
-            return HttpResponseRedirect(request.get_full_path())
-
     def response_add(self, request: HttpRequest, obj: CohortIntake, post_url_continue: Any = None) -> HttpResponse:
+        blocked = services.auto_approval_blocked(obj)
+        if blocked:
+            self.message_user(request, blocked, messages.WARNING)
         return self._credentials_page(request, obj, obj.shown_password, title="Cohort intake created")
 
     def _credentials_page(self, request: HttpRequest, obj: CohortIntake, password: str, *, title: str):

@@ -10,6 +10,7 @@ Nothing here touches the database, and no error message repeats a member's data.
 from __future__ import annotations
 
 import json
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,9 @@ from gdpr_requests.requests.services import MAX_DISTINCT_ID_LENGTH
 MAX_MEMBERS = 1000
 MAX_SESSION_ID_LENGTH = 200
 MAX_NAME_LENGTH = 200
+MAX_COHORT_ID_LENGTH = 64  # the sync row's column; a longer id is kept cut (Mixpanel's are numbers)
+# Page numbers are stored in PositiveIntegerField columns: a 32-bit signed integer on PostgreSQL.
+MAX_PAGE_NUMBER = 2**31 - 1
 
 
 class MessageRefused(Exception):
@@ -63,13 +67,54 @@ def success_body(action: str) -> dict[str, Any]:
 
 def _positive_int(value: Any, what: str, action: str) -> int:
     # bool is an int in Python; a JSON true is not a page number.
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise MessageRefused(f"{what} must be a whole number of 1 or more.", action=action)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PAGE_NUMBER:
+        raise MessageRefused(f"{what} must be a whole number from 1 to {MAX_PAGE_NUMBER}.", action=action)
     return value
 
 
+def _is_utf8(value: str) -> bool:
+    # JSON can carry a lone surrogate ("\ud800"): a Python str, but no text that can be hashed, stored or sent.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _is_control(ch: str) -> bool:
+    # C0, DEL and C1. PostgreSQL refuses a NUL in text outright (DataError); the others are no part of an id.
+    return unicodedata.category(ch) == "Cc"
+
+
+def _identifier(value: str, field: str, action: str | None) -> str:
+    """``value`` stripped, or MessageRefused naming ``field`` (never repeating the value) if it is no id."""
+    if not _is_utf8(value):
+        raise MessageRefused(f"{field} is not valid UTF-8 text.", action=action)
+    if any(_is_control(ch) for ch in value):
+        raise MessageRefused(f"{field} contains control characters.", action=action)
+    return value.strip()
+
+
 def _text(value: Any) -> str:
-    return value.strip() if isinstance(value, str) else ""
+    """A free-text property (a name): what is not text is dropped, character by character; never refused."""
+    if not isinstance(value, str):
+        return ""
+    return "".join(ch for ch in value if not _is_control(ch) and not 0xD800 <= ord(ch) <= 0xDFFF).strip()
+
+
+def _email(value: Any) -> str:
+    """The member's address, or "" when it is none (anyone can set the property: it never refuses a message)."""
+    if not isinstance(value, str):
+        return ""
+    email = value.strip()
+    # Django's validator takes "\x01" inside a quoted local part and any \w (lone surrogates too) in a domain.
+    if not email or not _is_utf8(email) or any(_is_control(ch) for ch in email):
+        return ""
+    try:
+        validate_email(email)
+    except ValidationError:
+        return ""
+    return email  # as Mixpanel holds it (the request keeps it as typed)
 
 
 def _member(raw: Any, index: int, action: str) -> Member:
@@ -81,23 +126,13 @@ def _member(raw: Any, index: int, action: str) -> Member:
         distinct_id = str(distinct_id)
     if not isinstance(distinct_id, str) or not distinct_id.strip():
         raise MessageRefused(f"{where} has no mixpanel_distinct_id.", action=action)
-    distinct_id = distinct_id.strip()
+    distinct_id = _identifier(distinct_id, f"{where}.mixpanel_distinct_id", action)
     if len(distinct_id) > MAX_DISTINCT_ID_LENGTH:
         raise MessageRefused(
             f"{where}.mixpanel_distinct_id is longer than {MAX_DISTINCT_ID_LENGTH} characters.", action=action
         )
-    if any(ord(ch) < 32 for ch in distinct_id):
-        raise MessageRefused(f"{where}.mixpanel_distinct_id contains control characters.", action=action)
-    # The email is a profile property anyone could have set: kept only when it is an address at all.
-    email = _text(raw.get("email")).strip()  # as Mixpanel holds it (the request keeps it as typed)
-    if email:
-        try:
-            validate_email(email)
-        except ValidationError:
-            email = ""
     name = " ".join(part for part in (_text(raw.get("first_name")), _text(raw.get("last_name"))) if part)
-    name = "".join(ch for ch in name if ord(ch) >= 32)[:MAX_NAME_LENGTH]
-    return Member(distinct_id=distinct_id, email=email, name=name)
+    return Member(distinct_id=distinct_id, email=_email(raw.get("email")), name=name[:MAX_NAME_LENGTH])
 
 
 def parse_message(body: bytes) -> CohortMessage:
@@ -119,11 +154,18 @@ def parse_message(body: bytes) -> CohortMessage:
     project_id = params.get("mixpanel_project_id")
     if isinstance(project_id, bool) or not isinstance(project_id, int | str) or not str(project_id).strip():
         raise MessageRefused("parameters.mixpanel_project_id is missing.", action=action)
+    project_id = _identifier(str(project_id), "parameters.mixpanel_project_id", action)
     session_id = params.get("mixpanel_session_id")
     if not isinstance(session_id, str) or not session_id.strip():
         raise MessageRefused("parameters.mixpanel_session_id is missing.", action=action)
+    session_id = _identifier(session_id, "parameters.mixpanel_session_id", action)
     if len(session_id) > MAX_SESSION_ID_LENGTH:
         raise MessageRefused("parameters.mixpanel_session_id is too long.", action=action)
+    cohort_id = params.get("mixpanel_cohort_id")
+    if isinstance(cohort_id, int | str) and not isinstance(cohort_id, bool):
+        cohort_id = _identifier(str(cohort_id), "parameters.mixpanel_cohort_id", action)[:MAX_COHORT_ID_LENGTH]
+    else:
+        cohort_id = ""
     page_info = params.get("page_info")
     if not isinstance(page_info, dict):
         raise MessageRefused("parameters.page_info is missing or not an object.", action=action)
@@ -138,12 +180,11 @@ def parse_message(body: bytes) -> CohortMessage:
         raise MessageRefused("parameters.members is missing or not a list.", action=action)
     if len(members) > MAX_MEMBERS:
         raise MessageRefused(f"More than {MAX_MEMBERS} members in one message.", action=action)
-    cohort_id = params.get("mixpanel_cohort_id")
     return CohortMessage(
         action=action,
-        project_id=str(project_id).strip(),
-        cohort_id=str(cohort_id)[:64] if isinstance(cohort_id, int | str) and not isinstance(cohort_id, bool) else "",
-        session_id=session_id.strip(),
+        project_id=project_id,
+        cohort_id=cohort_id,
+        session_id=session_id,
         page_count=page_count,
         total_pages=total_pages,
         members=tuple(_member(raw, index, action) for index, raw in enumerate(members)),

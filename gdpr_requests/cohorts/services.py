@@ -80,6 +80,30 @@ def verification_text(intake: CohortIntake) -> str:
     return f"signed-in user of the product, via cohort {intake.name}"
 
 
+def auto_approval_blocked(intake: CohortIntake) -> str:
+    """Why the intake's auto-approval cannot approve its requests, or "" when it can (or is off).
+
+    A deletion in a project that requires two approvers is approved only by two different staff members
+    (requests/approval_rules.py), never by the intake's system actor: its requests wait, verified, for them.
+    The project's rule can change after the intake is made, so this is asked when the intake is shown.
+    """
+    if not intake.auto_approve or intake.kind != RequestKind.DELETION:
+        return ""
+    required = intake.project.deletion_approvals_required
+    if required <= 1:
+        return ""
+    return (
+        f"Auto-approval does not apply: project {intake.project.name} requires {required} different staff "
+        "members to approve each deletion, so this intake's requests wait, verified, for their approvals."
+    )
+
+
+def auto_approval_blocked_intakes(project: MixpanelProject) -> list[CohortIntake]:
+    """The project's active intakes whose auto-approval its deletion rule overrides."""
+    intakes = CohortIntake.objects.filter(project=project, is_active=True, auto_approve=True).select_related("project")
+    return [intake for intake in intakes.order_by("name") if auto_approval_blocked(intake)]
+
+
 def _new_password() -> str:
     # The prefix keeps a password from starting with "-" (a command line would read it as an option) and lets
     # secret scanners recognise one.

@@ -1,9 +1,10 @@
 """The webhook Mixpanel's cohort sync posts to (docs/cohorts.md): one plain view, answered in Mixpanel's shape.
 
 Order of checks, cheapest and least revealing first: the intake (404), the Basic credentials (401, the same
-whichever part is wrong; 429 after too many failures in a minute), the declared body size (413, nothing read), the body (400), the project (403). Mixpanel
-pauses the sync on 400/401/403/404 and emails whoever set it up; a transient database failure gets 503, which it
-retries. ``success`` is sent only after the message's requests are committed.
+whichever part is wrong; 429 after too many failures in a minute), the declared body size (413, nothing read),
+the body (400), the project (403). Mixpanel pauses the sync on 400/401/403/404 and emails whoever set it up; a
+transient database failure gets 503, which it retries, but a value the database refuses (DataError) gets 400,
+since a retry would fail the same way. ``success`` is sent only after the message's requests are committed.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import binascii
 import logging
 
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, DataError
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -103,6 +104,11 @@ def cohort_webhook(request: HttpRequest, public_id: str) -> JsonResponse:
         outcome = services.cohort_sync_receive(intake=intake, message=message)
     except MessageRefused as refused:
         return _failure(refused.status, refused.message, refused.action)
+    except DataError as exc:
+        # A value the database refuses (out of range, NUL in text) fails the same way on every retry: a 503
+        # would have Mixpanel retry it forever; a 400 pauses the sync and tells whoever set it up.
+        logger.warning("cohort intake %s: message refused by the database (%s)", intake.pk, type(exc).__name__)
+        return _failure(400, "The message holds a value that cannot be stored.", message.action)
     except DatabaseError as exc:
         logger.warning("cohort intake %s: message not stored (%s); Mixpanel will retry", intake.pk, type(exc).__name__)
         return _failure(503, "The message could not be stored now; try again.", message.action)

@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.filters import FieldListFilter, ListFilter
 from django.contrib.admin.utils import get_fields_from_path
 from django.db.models import Field
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
@@ -131,6 +131,25 @@ class ReadOnlyAdmin(StaffModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class ServiceAddAdmin(admin.ModelAdmin):
+    """An admin whose ``save_model`` creates the object through a service that may refuse.
+
+    The form's ``clean()`` runs the service's own checks, so what can be refused is a form error. What only the
+    save can see (a name taken or a host's address changed since the form was checked) is raised from
+    ``save_model``: it leaves the add view's transaction, so nothing is saved, no LogEntry is written, and the
+    page does not say "added successfully"; the add page comes back with the refusal instead.
+    """
+
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        try:
+            return super().add_view(request, form_url, extra_context)
+        except REFUSALS as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
 
 
 def render_form_page(

@@ -13,7 +13,10 @@ from gdpr_requests.audit.chain import Actor
 from gdpr_requests.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from gdpr_requests.models.webhooks import WEBHOOK_EVENTS
 from gdpr_requests.requests.services import ServiceError
+from gdpr_requests.staff.common import ServiceAddAdmin
 from gdpr_requests.webhooks.services import (
+    check_endpoint_events,
+    check_endpoint_url,
     delivery_resend,
     endpoint_create,
     endpoint_disable,
@@ -22,14 +25,31 @@ from gdpr_requests.webhooks.services import (
 
 
 class WebhookEndpointForm(forms.ModelForm):
+    """The add form: the service's URL and event checks run here, so a refused URL is a form error."""
+
+    # A URL typed without a scheme gets https, the only one production accepts.
+    url = forms.URLField(label="URL", max_length=2000, assume_scheme="https")
     events = forms.MultipleChoiceField(choices=[(e, e) for e in WEBHOOK_EVENTS], widget=forms.CheckboxSelectMultiple)
 
     class Meta:
         model = WebhookEndpoint
         fields = ["url", "events"]
 
+    def clean_url(self) -> str:
+        try:
+            url, _host = check_endpoint_url(self.cleaned_data["url"])
+        except ServiceError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return url
 
-class WebhookEndpointAdmin(admin.ModelAdmin):
+    def clean_events(self) -> list[str]:
+        try:
+            return check_endpoint_events(self.cleaned_data["events"])
+        except ServiceError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
+class WebhookEndpointAdmin(ServiceAddAdmin):
     form = WebhookEndpointForm
     list_display = ["id", "url", "event_list", "is_active", "created_at", "secret_rotated_at"]
     list_filter = ["is_active"]
@@ -51,13 +71,11 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: WebhookEndpoint, form: Any, change: bool) -> None:
         if change:
             return
-        try:
-            endpoint = endpoint_create(
-                url=form.cleaned_data["url"], events=form.cleaned_data["events"], actor=Actor.for_user(request.user)
-            )
-        except ServiceError as exc:
-            self.message_user(request, str(exc), messages.ERROR)
-            return
+        # A refusal here (the host's address changed since the form checked it) is raised: ServiceAddAdmin
+        # rolls the add back and shows it.
+        endpoint = endpoint_create(
+            url=form.cleaned_data["url"], events=form.cleaned_data["events"], actor=Actor.for_user(request.user)
+        )
         obj.pk = endpoint.pk
         self.message_user(request, f"Signing secret (shown this once): {endpoint.secret}", messages.WARNING)
 

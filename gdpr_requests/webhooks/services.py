@@ -65,7 +65,8 @@ TRANSITION_EVENTS = {
 
 
 # --- Endpoints ------------------------------------------------------------------------------------------
-def _clean_events(events: Iterable[str]) -> list[str]:
+def check_endpoint_events(events: Iterable[str]) -> list[str]:
+    """The events, sorted and without repeats, or ServiceError (endpoint_create's check; forms call it too)."""
     chosen = sorted(set(events))
     unknown = [event for event in chosen if event not in WEBHOOK_EVENTS]
     if unknown:
@@ -75,8 +76,9 @@ def _clean_events(events: Iterable[str]) -> list[str]:
     return chosen
 
 
-def _checked_url(url: str) -> tuple[str, str]:
-    """The URL and its host, if the SSRF rules accept it."""
+def check_endpoint_url(url: str) -> tuple[str, str]:
+    """The URL and its host if the SSRF rules accept it, else ServiceError (endpoint_create's check; the admin's
+    form calls it too, so a refusal is a form error; the service checks again when it saves)."""
     url = (url or "").strip()
     if len(url) > 2000:
         raise ServiceError("The URL is longer than 2000 characters.")
@@ -88,7 +90,7 @@ def _checked_url(url: str) -> tuple[str, str]:
 
 def endpoint_create(*, url: str, events: Sequence[str], actor: Actor) -> WebhookEndpoint:
     """Add an endpoint with a new signing secret (read it from the returned object once: it is not shown again)."""
-    (url, host), chosen = _checked_url(url), _clean_events(events)
+    (url, host), chosen = check_endpoint_url(url), check_endpoint_events(events)
     with transaction.atomic():
         endpoint = WebhookEndpoint.objects.create(url=url, events=chosen, secret=signing.new_secret())
         audit_record(

@@ -34,6 +34,7 @@ def intake_summary(intake: CohortIntake) -> dict[str, Any]:
         "regulation": intake.regulation,
         "identity": intake.identity,
         "auto_approve": intake.auto_approve,
+        "auto_approval_blocked": services.auto_approval_blocked(intake),  # "" when auto-approval applies
         "is_active": intake.is_active,
         "webhook_url": services.webhook_url(intake),
         "username": intake.username,
@@ -95,6 +96,9 @@ class Command(BaseCommand):
             actor=actor_for(options["by"], component="cli:cohort_intake"),
         )
         self._print_credentials(intake, password, json_output=options["json"])
+        blocked = services.auto_approval_blocked(intake)
+        if blocked:
+            self.stderr.write(f"Warning: {blocked}")
 
     def _rotate_password(self, options: dict[str, Any]) -> None:
         intake = _get_intake(options["name"])
@@ -143,7 +147,7 @@ class Command(BaseCommand):
                     i.kind,
                     i.regulation,
                     i.identity,
-                    "yes" if i.auto_approve else "no",
+                    ("blocked" if services.auto_approval_blocked(i) else "yes") if i.auto_approve else "no",
                     "yes" if i.is_active else "no",
                     i.request_count,
                     i.auth_failure_count,

@@ -12,6 +12,7 @@ from django.core.management.base import CommandError, CommandParser
 from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.utils import timezone
 
+from gdpr_requests.cohorts.services import auto_approval_blocked, auto_approval_blocked_intakes
 from gdpr_requests.crypto import DecryptionError
 from gdpr_requests.identity.services import project_check_query, project_set_query_access
 from gdpr_requests.management import identity_cli
@@ -177,6 +178,10 @@ class Command(CliCommand):
         except ServiceError as exc:
             raise CommandError(str(exc)) from None
         self._report(project, options, "Updated")
+        if changes.get("deletion_approvals_required", 1) > 1:
+            # The rule overrides the auto-approval of the project's cohort intakes: say so, not only on their page.
+            for intake in auto_approval_blocked_intakes(project):
+                self.stderr.write(f"Warning: cohort intake {intake.name}: {auto_approval_blocked(intake)}")
         if query_access and not options["json"]:
             self.stdout.write(identity_cli.query_access_summary(project))
 

@@ -93,3 +93,30 @@ def test_a_superuser_rotates_and_disables(superuser, project):
     assert disabled.status_code == 302
     intake.refresh_from_db()
     assert not intake.is_active
+
+
+def test_the_admin_shows_when_the_projects_two_approver_rule_overrides_auto_approval(superuser, project):
+    project.deletion_approvals_required = 2
+    project.save(update_fields=["deletion_approvals_required"])
+    client = _client(superuser)
+    response = client.post(
+        reverse("admin:gdpr_requests_cohortintake_add"),
+        {
+            "name": "Deleted in app",
+            "project": project.pk,
+            "kind": "deletion",
+            "regulation": "gdpr",
+            "identity": "product-login",
+            "auto_approve": "on",
+        },
+    )
+    warning = "Auto-approval does not apply: project Main app requires 2 different staff members"
+    assert warning in response.content.decode()  # on the page that shows the password
+    intake = CohortIntake.objects.get()
+    change = client.get(reverse("admin:gdpr_requests_cohortintake_change", args=[intake.pk])).content.decode()
+    assert warning in change
+    # The rule is the project's: back to one approver, the note goes.
+    project.deletion_approvals_required = 1
+    project.save(update_fields=["deletion_approvals_required"])
+    change = client.get(reverse("admin:gdpr_requests_cohortintake_change", args=[intake.pk])).content.decode()
+    assert "Auto-approval does not apply" not in change

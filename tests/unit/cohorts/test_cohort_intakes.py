@@ -4,6 +4,7 @@ auto-approval as the intake's system actor, and the sandbox command posting page
 from __future__ import annotations
 
 import io
+import json
 from datetime import timedelta
 
 import pytest
@@ -120,6 +121,53 @@ def test_without_auto_approve_requests_wait_for_staff(
         post(client, intake, password, payload([member(1)]))
     assert DataSubjectRequest.objects.get().status == states.VERIFIED
     assert not AuditEvent.objects.filter(action="request.approve").exists()
+
+
+def test_auto_approve_on_a_two_approver_project_leaves_deletions_for_staff_and_says_so(
+    client, project, celery_eager, django_capture_on_commit_callbacks
+):
+    project.deletion_approvals_required = 2
+    project.save(update_fields=["deletion_approvals_required"])
+    data, err = run(
+        "cohort_intake", "add", "--project", "Main app", "--kind", "deletion", "--regulation", "gdpr",
+        "--auto-approve", "--name", "Deleted in app", "--json",
+    )  # fmt: skip
+    assert "Warning: Auto-approval does not apply: project Main app requires 2 different staff members" in err
+    made = json.loads(data)
+    assert made["auto_approve"] is True and made["auto_approval_blocked"].startswith("Auto-approval does not apply")
+    listed, _ = run("cohort_intake", "list")
+    assert "blocked" in listed
+    intake = CohortIntake.objects.get()
+    with django_capture_on_commit_callbacks(execute=True):
+        post(client, intake, made["password"], payload([member(1)]))
+    # What the warning says is what happens: the request waits, verified, for two staff members.
+    assert DataSubjectRequest.objects.get().status == states.VERIFIED
+    assert not AuditEvent.objects.filter(action="request.approve").exists()
+
+
+@pytest.mark.parametrize(
+    ("kind", "auto_approve", "approvals"),
+    [("deletion", True, 1), ("access", True, 2), ("deletion", False, 2)],
+    ids=["one-approver", "access-needs-one", "no-auto-approve"],
+)
+def test_no_auto_approval_warning_when_auto_approval_applies_or_is_off(project, kind, auto_approve, approvals):
+    project.deletion_approvals_required = approvals
+    project.save(update_fields=["deletion_approvals_required"])
+    args = ["cohort_intake", "add", "--project", "Main app", "--kind", kind, "--regulation", "gdpr", "--json"]
+    data, err = run(*args, *(["--auto-approve"] if auto_approve else []))
+    assert err == ""
+    assert json.loads(data)["auto_approval_blocked"] == ""
+
+
+def test_raising_the_projects_approvals_to_two_warns_about_its_auto_approving_intakes(project):
+    make_intake(project, name="Deleted in app", auto_approve=True)
+    make_intake(project, name="Manual", auto_approve=False)
+    make_intake(project, name="Downloads", kind="access", auto_approve=True)
+    _out, err = run("mixpanel_project", "update", "Main app", "--deletion-approvals", "2")
+    assert err.count("Warning:") == 1
+    assert "Warning: cohort intake Deleted in app: Auto-approval does not apply" in err
+    _out, err = run("mixpanel_project", "update", "Main app", "--deletion-approvals", "1")
+    assert err == ""
 
 
 def test_email_intake_with_auto_approve_approves_once_the_subject_confirms(

@@ -22,6 +22,15 @@ def intake_and_password(project):
     return make_intake(project)
 
 
+def _raw(body: dict) -> bytes:
+    # json.dumps escapes a lone surrogate as "\\ud800" (ensure_ascii), as a JSON encoder on Mixpanel's side may.
+    return json.dumps(body).encode()
+
+
+def _with(body: dict, **parameters) -> dict:
+    return {**body, "parameters": {**body["parameters"], **parameters}}
+
+
 def _counts() -> tuple[int, int, int, int]:
     return (
         DataSubjectRequest.objects.count(),
@@ -107,6 +116,23 @@ def test_extra_properties_missing_email_and_unicode_names_are_taken(client, inta
     assert rows["no-email-user"].email_hash == ""
     assert rows["distinct-4"].requester_email == ""  # an invalid address is not kept
     assert all(r.status == states.VERIFIED for r in rows.values())
+
+
+def test_names_and_emails_that_are_not_utf8_text_are_dropped_and_the_member_still_taken(client, intake_and_password):
+    # A member's name and email are profile properties anyone could have set: a bad character in one must not
+    # pause the whole sync (a 400 does). The name loses the character, the email is not an address.
+    intake, password = intake_and_password
+    members = [
+        member(1, first_name="Ann\ud800e", last_name="\udfffLee\x00"),
+        member(2, email="user2@exam\ud800ple.org"),
+        member(3, email='"a\x01b"@example.org'),
+    ]
+    response = post(client, intake, password, None, raw=_raw(payload(members)))
+    assert response.json() == {"action": "add_members", "status": "success"}
+    rows = {r.distinct_ids[0]: r for r in DataSubjectRequest.objects.all()}
+    assert rows["distinct-1"].requester_name == "Anne Lee"
+    assert (rows["distinct-2"].requester_email, rows["distinct-2"].email_hash) == ("", "")
+    assert rows["distinct-3"].requester_email == ""
 
 
 def test_email_identity_starts_unverified_asks_to_confirm_and_refuses_members_without_email(
@@ -244,6 +270,25 @@ def test_missing_or_unreadable_authorization_gets_401(client, intake_and_passwor
         (json.dumps(payload([{"email": "a@example.org"}])).encode(), "members[0] has no mixpanel_distinct_id"),
         (json.dumps(payload([member(1, mixpanel_distinct_id="x" * 256)])).encode(), "longer than 255"),
         (json.dumps(payload([member(n) for n in range(1001)])).encode(), "More than 1000 members"),
+        # A lone surrogate is valid JSON ("\\ud800") but no UTF-8 text: it cannot be hashed or stored.
+        (_raw(payload([member(1, mixpanel_distinct_id="id-\ud800")])), "members[0].mixpanel_distinct_id"),
+        (_raw(payload([member(1)], session="s-\ud800")), "parameters.mixpanel_session_id"),
+        (_raw(_with(payload([member(1)]), mixpanel_cohort_id="c-\udfff")), "parameters.mixpanel_cohort_id"),
+        (_raw(_with(payload([member(1)]), mixpanel_project_id="12345\ud800")), "parameters.mixpanel_project_id"),
+        # PostgreSQL refuses a NUL in text (DataError); other control characters are no id either.
+        (_raw(payload([member(1, mixpanel_distinct_id="id-\x00")])), "members[0].mixpanel_distinct_id"),
+        (_raw(payload([member(1)], session="s-\x00")), "parameters.mixpanel_session_id"),
+        (_raw(payload([member(1)], session="s-\x1b[2J")), "parameters.mixpanel_session_id"),
+        (_raw(payload([member(1)], session="s-\x7f")), "parameters.mixpanel_session_id"),
+        (_raw(_with(payload([member(1)]), mixpanel_cohort_id="c-\x00")), "parameters.mixpanel_cohort_id"),
+        (_raw(_with(payload([member(1)]), mixpanel_cohort_id="c\n1")), "parameters.mixpanel_cohort_id"),
+        # Page numbers are stored in a 32-bit column: out of range is a malformed message, not a 503.
+        (_raw(payload([member(1)], page=2**31, pages=2**31)), "page_info.page_count"),
+        (_raw(payload([member(1)], page=1, pages=2**31)), "page_info.total_pages"),
+        (_raw(payload([member(1)], page=2**64, pages=2**64)), "page_info.page_count"),
+        (_raw(payload([member(1)], page=-1)), "page_info.page_count"),
+        (_raw(payload([member(1)], page=1, pages=0)), "page_info.total_pages"),
+        (_raw(payload([member(1)], page=1, pages=-5)), "page_info.total_pages"),
     ],
     ids=[
         "not-json",
@@ -259,6 +304,22 @@ def test_missing_or_unreadable_authorization_gets_401(client, intake_and_passwor
         "member-without-id",
         "id-too-long",
         "too-many-members",
+        "surrogate-distinct-id",
+        "surrogate-session-id",
+        "surrogate-cohort-id",
+        "surrogate-project-id",
+        "nul-distinct-id",
+        "nul-session-id",
+        "escape-session-id",
+        "del-session-id",
+        "nul-cohort-id",
+        "newline-cohort-id",
+        "page-over-int32",
+        "total-over-int32",
+        "page-over-int64",
+        "page-negative",
+        "total-zero",
+        "total-negative",
     ],
 )
 def test_malformed_bodies_get_400_in_mixpanels_shape_and_store_nothing(client, intake_and_password, raw, message):
@@ -356,6 +417,30 @@ def test_a_database_failure_gets_503_so_mixpanel_retries(client, intake_and_pass
     assert response.status_code == 503
     assert response.json()["error"]["code"] == 503
     assert CohortSync.objects.count() == 0  # rolled back with the requests
+
+
+def test_a_value_the_database_refuses_gets_400_not_503_so_mixpanel_does_not_retry_forever(
+    client, intake_and_password, monkeypatch
+):
+    from django.db import DataError
+
+    from gdpr_requests.cohorts import services
+
+    intake, password = intake_and_password
+    before = _counts()
+
+    def refused(*args, **kwargs):
+        raise DataError("integer out of range")
+
+    monkeypatch.setattr(services, "request_create_many", refused)
+    response = post(client, intake, password, payload([member(1)]))
+    assert response.status_code == 400
+    assert response.json() == {
+        "action": "add_members",
+        "status": "failure",
+        "error": {"message": "The message holds a value that cannot be stored.", "code": 400},
+    }
+    assert _counts() == before
 
 
 def test_the_sync_log_and_audit_hold_no_member_data(client, intake_and_password):

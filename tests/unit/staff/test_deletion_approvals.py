@@ -9,7 +9,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import time_machine
 from django.db import IntegrityError, transaction
+from django.test import Client
 from django.utils import timezone
 
 from gdpr_requests.audit.chain import Actor
@@ -167,6 +169,64 @@ def test_admin_approve_records_one_then_the_other_approver_approves(
     assert status_of(verified_request) == states.APPROVED
 
 
+def _approvals_line(client: Client, dsr: DataSubjectRequest) -> str:
+    page = client.get(f"/admin/gdpr_requests/datasubjectrequest/{dsr.pk}/change/").content.decode()
+    start = page.index("This deletion needs approvals")
+    return " ".join(page[start : page.index("</p>", start)].split())
+
+
+def _client_for(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_admin_changing_the_ids_voids_the_first_approval(two_person, verified_request, staff_client, other_staff):
+    staff_client.post(action_url(verified_request, "approve"), {"confirm": "on"})
+    assert "1 of 2 recorded (alice)" in _approvals_line(staff_client, verified_request)
+
+    changed = staff_client.post(
+        action_url(verified_request, "distinct-ids"), {"distinct_ids": "user-1\nuser-2"}, follow=True
+    )
+    assert changed.status_code == 200
+    assert DataSubjectRequest.objects.get(pk=verified_request.pk).distinct_ids == ["user-1", "user-2"]
+    assert "0 of 2 recorded" in _approvals_line(staff_client, verified_request)
+
+    # Bob's approval is now the first of the new set, not the second of the old one.
+    bob = _client_for(other_staff)
+    response = bob.post(action_url(verified_request, "approve"), {"confirm": "on"}, follow=True)
+    assert any("(1 of 2)" in m for m in messages_of(response))
+    assert status_of(verified_request) == states.VERIFIED
+    # Alice approves what the request is now: two different people approved the same ids.
+    staff_client.post(action_url(verified_request, "approve"), {"confirm": "on"})
+    assert status_of(verified_request) == states.APPROVED
+    approved = AuditEvent.objects.get(action="request.approve", request_reference=verified_request.reference)
+    assert approved.payload["approvers"] == ["bob", "alice"]
+
+
+def test_admin_a_first_approval_lapses_after_the_expiry(
+    two_person, verified_request, staff_user, other_staff, settings
+):
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        alice = _client_for(staff_user)
+        alice.post(action_url(verified_request, "approve"), {"confirm": "on"})
+        assert "1 of 2 recorded (alice)" in _approvals_line(alice, verified_request)
+    # Just before the expiry the approval still counts; just after, it no longer does (a new login: the staff
+    # session ends long before).
+    with time_machine.travel(start + timedelta(hours=settings.DSR_APPROVAL_EXPIRY_HOURS, seconds=-60), tick=False):
+        assert "1 of 2 recorded (alice)" in _approvals_line(_client_for(other_staff), verified_request)
+    with time_machine.travel(start + timedelta(hours=settings.DSR_APPROVAL_EXPIRY_HOURS, seconds=60), tick=False):
+        bob = _client_for(other_staff)
+        assert "0 of 2 recorded" in _approvals_line(bob, verified_request)
+        response = bob.post(action_url(verified_request, "approve"), {"confirm": "on"}, follow=True)
+        assert any("(1 of 2)" in m for m in messages_of(response))
+        assert status_of(verified_request) == states.VERIFIED
+        # The lapsed approver may approve again: now there are two valid ones.
+        _client_for(staff_user).post(action_url(verified_request, "approve"), {"confirm": "on"})
+        assert status_of(verified_request) == states.APPROVED
+
+
 # --- the CLI ------------------------------------------------------------------------------------------
 def test_cli_sets_the_project_rule_and_counts_approvals(project, verified_request, staff_user, other_staff):
     run("mixpanel_project", "update", project.name, "--deletion-approvals", "2")
@@ -184,3 +244,26 @@ def test_cli_sets_the_project_rule_and_counts_approvals(project, verified_reques
 def test_cli_refuses_an_approval_count_other_than_one_or_two(project):
     message, _ = refused("mixpanel_project", "update", project.name, "--deletion-approvals", "3")
     assert "invalid choice: 3" in message
+
+
+def _cli_approve(dsr: DataSubjectRequest, username: str) -> tuple[int, int, str]:
+    out = run_json("dsr", "approve", dsr.reference, "--by", username, "--json")
+    return out["approvals"], out["required"], out["status"]
+
+
+def test_cli_changing_the_ids_voids_the_first_approval(two_person, verified_request, staff_user, other_staff):
+    assert _cli_approve(verified_request, "alice") == (1, 2, states.VERIFIED)
+    run("dsr", "set-ids", verified_request.reference, "--by", "alice", "--distinct-id", "user-1", "user-2")
+    assert _cli_approve(verified_request, "bob") == (1, 2, states.VERIFIED)  # the first of the new set
+    assert _cli_approve(verified_request, "alice") == (2, 2, states.APPROVED)
+    assert status_of(verified_request) == states.APPROVED
+
+
+def test_cli_a_first_approval_lapses_after_the_expiry(two_person, verified_request, staff_user, other_staff, settings):
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        assert _cli_approve(verified_request, "alice") == (1, 2, states.VERIFIED)
+    with time_machine.travel(start + timedelta(hours=settings.DSR_APPROVAL_EXPIRY_HOURS, seconds=60), tick=False):
+        assert _cli_approve(verified_request, "bob") == (1, 2, states.VERIFIED)
+        assert status_of(verified_request) == states.VERIFIED
+        assert _cli_approve(verified_request, "alice") == (2, 2, states.APPROVED)
