@@ -32,7 +32,7 @@ def test_create_prints_the_new_reference_and_starts_unverified(project):
     dsr = DataSubjectRequest.objects.get(reference=reference)
     assert dsr.status == states.UNVERIFIED
     assert dsr.channel == "staff"
-    assert dsr.requester_email == "pat@example.org"
+    assert dsr.requester_email == "Pat@Example.org"  # as typed; duplicates and search go by the lower-cased hash
     assert dsr.distinct_ids == ["u-1", "u-2"]
     assert list(dsr.projects.all()) == [project]
     event = AuditEvent.objects.get(action="request.created", request_reference=reference)

@@ -429,7 +429,7 @@ def test_staff_enter_a_request_received_by_post(staff_client, staff_user, projec
     assert (dsr.channel, dsr.status, dsr.requester_email, dsr.distinct_ids) == (
         "staff",
         states.UNVERIFIED,
-        "letter.writer@example.org",
+        "Letter.Writer@Example.org",  # as typed (lookups ask for it and lower-cased)
         ["lw-1", "lw-2"],
     )
     assert timezone.localtime(dsr.received_at).date() == timezone.localdate() - timedelta(days=3)
