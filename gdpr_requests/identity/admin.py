@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -269,10 +269,17 @@ class ProfileLookupAccessAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Any, form: QueryAccessForm, change: bool) -> None:
         # Through the service (validation, the pause lifted by a new credential, the audit event), never a raw save.
+        # A refusal leaves the change view's transaction (change_view): nothing saved, no "changed successfully".
+        project_set_query_access(project=obj, actor=Actor.staff(request.user), **form.service_values())
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
         try:
-            project_set_query_access(project=obj, actor=Actor.staff(request.user), **form.service_values())
+            return super().change_view(request, object_id, form_url, extra_context)
         except ServiceError as exc:
             self.message_user(request, str(exc), messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
 
     @admin.action(description="Check profile query (one harmless query per project)")
     def check_selected(self, request: HttpRequest, queryset: QuerySet[ProfileLookupAccess]) -> None:

@@ -311,6 +311,28 @@ def test_superusers_set_lookup_access_in_the_admin_and_the_secret_never_shows(
     assert event.actor_type == "staff" and "rotated" not in json.dumps(event.payload)
 
 
+def test_a_refused_lookup_access_change_says_so_and_changes_nothing(identity_settings, django_user_model) -> None:
+    from django.contrib.admin.models import LogEntry
+
+    from gdpr_requests.models import MixpanelProject
+
+    alpha = make_project("Alpha", "101")
+    root = django_user_model.objects.create_superuser("root", "root@staff.example", "pw")
+    client = Client()
+    client.force_login(root)
+    url = reverse("admin:gdpr_requests_profilelookupaccess_change", args=[alpha.pk])
+    response = client.post(
+        url,
+        {"query_username": "sa.user", "secret_new": "", "properties_text": 'bad"name', "auto_accept_single_match": ""},
+        follow=True,
+    )
+    page = response.content.decode()
+    assert response.status_code == 200 and "is not a property name" in page
+    assert "changed successfully" not in page
+    assert MixpanelProject.objects.get(pk=alpha.pk).identity_properties == ["$email"]
+    assert not LogEntry.objects.exists()
+
+
 def test_privacy_staff_cannot_change_lookup_access(identity_settings, staff_user) -> None:
     alpha = make_project("Alpha", "101")
     client = Client()
