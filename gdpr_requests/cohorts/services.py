@@ -27,6 +27,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from gdpr_requests.audit.chain import Actor, Entry, audit_record, audit_record_many
+from gdpr_requests.cache import count_hit
 from gdpr_requests.cohorts.messages import CohortMessage, Member, MessageRefused
 from gdpr_requests.models import (
     Channel,
@@ -264,10 +265,8 @@ def cohort_intake_record_auth_failure(*, intake: CohortIntake) -> None:
     CohortIntake.objects.filter(pk=intake.pk).update(
         auth_failure_count=F("auth_failure_count") + 1, last_auth_failure_at=now, updated_at=now
     )
-    key = _failure_window_key(intake)
     with contextlib.suppress(Exception):
-        if cache.add(key, 1, 120) is False:
-            cache.incr(key)
+        count_hit(_failure_window_key(intake), timeout=120)
 
 
 # --- Receiving ----------------------------------------------------------------------------------------------
