@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from gdpr_requests.audit import triggers
 from gdpr_requests.models import ActorType, AuditChainHead, AuditEvent
+from gdpr_requests.server_binding import binary_parameters
 
 GENESIS_HASH = "0" * 64
 # Arbitrary constant naming the PostgreSQL advisory lock that serialises appends to the chain.
@@ -182,7 +183,8 @@ def audit_record_many(entries: Sequence[Entry]) -> list[AuditEvent]:
             digest = compute_hash(prev_hash, record)
             events.append(AuditEvent(sequence=sequence, prev_hash=prev_hash, hash=digest, **record))
             sequence, prev_hash = sequence + 1, digest
-        created = AuditEvent.objects.bulk_create(events)
+        with binary_parameters():
+            created = AuditEvent.objects.bulk_create(events)
         # Once per batch, like the lock: the head is the batch's last event.
         if checkpoint is None:
             AuditChainHead.objects.create(id=1, sequence=sequence - 1, hash=prev_hash)

@@ -49,6 +49,7 @@ from gdpr_requests.requests.services import (
     request_create_many,
 )
 from gdpr_requests.requests.states import TransitionNotAllowed
+from gdpr_requests.server_binding import binary_parameters
 
 logger = logging.getLogger("gdpr_requests.cohorts")
 
@@ -363,12 +364,13 @@ def cohort_sync_receive(*, intake: CohortIntake, message: CohortMessage) -> Sync
             requests = request_create_many(
                 [dsr for _key, dsr in to_create], actor=actor, projects=[intake.project], extra_audit=[entry]
             )
-            CohortMember.objects.bulk_create(
-                [
-                    CohortMember(intake=intake, sync=sync, member_key=key, request=dsr)
-                    for (key, _dsr), dsr in zip(to_create, requests, strict=True)
-                ]
-            )
+            with binary_parameters():
+                CohortMember.objects.bulk_create(
+                    [
+                        CohortMember(intake=intake, sync=sync, member_key=key, request=dsr)
+                        for (key, _dsr), dsr in zip(to_create, requests, strict=True)
+                    ]
+                )
         else:
             audit_record_many([entry])
         CohortIntake.objects.filter(pk=intake.pk).update(last_sync_at=sync.received_at)
