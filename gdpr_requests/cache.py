@@ -13,6 +13,7 @@ either backend go on counting under the other.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.core.cache import cache, caches
@@ -35,6 +36,14 @@ return false
 
 
 class _ReusingClient(RedisCacheClient):
+    # Set by Django's RedisCacheClient; django-stubs leaves them out.
+    _servers: list[str]
+    _pools: dict[int, Any]
+    _pool_class: Any
+    _pool_options: dict[str, Any]
+    _client: Any
+    _get_connection_pool_index: Callable[[bool], int]
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._clients: dict[int, Any] = {}
@@ -56,7 +65,7 @@ class _ReusingClient(RedisCacheClient):
             script = self._scripts[source] = self.get_client(write=True).register_script(source)
         return script
 
-    def incr(self, key: str, delta: int) -> int:
+    def incr(self, key: Any, delta: int) -> int:
         value = self._script(_INCR_EXISTING)(keys=[key], args=[delta])
         if value is None:
             raise ValueError(f"Key '{key}' not found.")
@@ -68,6 +77,8 @@ class _ReusingClient(RedisCacheClient):
 
 class RedisCache(DjangoRedisCache):
     """Django's RedisCache with one client object per server and one-round-trip counters."""
+
+    _cache: _ReusingClient  # Django's cached property, built from _class
 
     def __init__(self, server: str, params: dict[str, Any]) -> None:
         super().__init__(server, params)

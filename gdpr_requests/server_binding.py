@@ -48,7 +48,7 @@ def _binary_cursor_class() -> Any:
     if _cursor_class is None:
         from django.db.backends.postgresql import base
 
-        server_binding = getattr(base, "ServerBindingCursor", None)  # psycopg 3 only
+        server_binding: Any = getattr(base, "ServerBindingCursor", None)  # psycopg 3 only
         if server_binding is None:
             return None
 

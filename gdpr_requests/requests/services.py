@@ -8,6 +8,7 @@ Processing (planning tasks, Mixpanel calls) lives in pipeline.py.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime
@@ -49,6 +50,7 @@ _KINDS = frozenset(RequestKind.values)
 _REGULATIONS = frozenset(Regulation.values)
 _CHANNELS = frozenset(Channel.values)
 _DISCLOSURE_TYPES = frozenset(DisclosureType.values)
+_CONTROL = re.compile("[\x00-\x1f]")  # characters below U+0020
 
 # Hooks that other modules register so that the core stays free of their imports: called after commit with
 # the request's primary key. (The pipeline plans approved requests; the portal sends emails.)
@@ -136,7 +138,7 @@ def clean_distinct_ids(values: Iterable[str]) -> list[str]:
             continue
         if len(value) > MAX_DISTINCT_ID_LENGTH:
             raise ServiceError(f"A distinct id is longer than {MAX_DISTINCT_ID_LENGTH} characters.")
-        if any(ord(ch) < 32 for ch in value):
+        if _CONTROL.search(value):
             raise ServiceError("A distinct id contains control characters.")
         cleaned.append(value)
     if len(cleaned) > MAX_DISTINCT_IDS:
