@@ -6,9 +6,11 @@ The server is the one benchmarks/intake.py starts (gunicorn.conf.py, production 
 PostgreSQL database on loopback, Redis for cache and broker, no Celery worker); this script reuses its pieces.
 Phases, each ``--concurrency`` clients for ``--duration`` seconds after a warm-up:
 
-1. ``POST /request/``: the web form (CSRF cookie and token, a new address each time), the reference figure;
-2. ``POST /api/v1/requests/``: a new request per call with an Idempotency-Key and an external id, Bearer key;
-3. ``GET /api/v1/requests/{reference}/``: the references phase 2 created, read back at random.
+1. ``GET /bench/bare/``: a view that returns "ok" through the whole middleware stack (benchmarks/bench_urls.py),
+   the floor of this machine: no request through this server can be answered faster;
+2. ``POST /request/``: the web form (CSRF cookie and token, a new address each time), the reference figure;
+3. ``POST /api/v1/requests/``: a new request per call with an Idempotency-Key and an external id, Bearer key;
+4. ``GET /api/v1/requests/{reference}/``: the references phase 3 created, read back at random.
 
 The API key's rate limit is lifted for the run (``API_RATE_LIMIT``): one key sending hundreds of requests a
 second would otherwise get our own 429s. Prints requests/s, p50/p95/p99 and errors; targets: API p99 < 250 ms,
@@ -150,8 +152,14 @@ def report(phases: dict[str, PhaseResult], args: argparse.Namespace, created: in
         if r.errors:
             print(f"  {r.name} errors by status: {dict(sorted(r.errors.items()))}")
     print(f"  requests in the database after the run (incl. warm-up): {created}")
-    form, create = phases["form"], phases["create"]
+    bare, form, create, read = phases["bare"], phases["form"], phases["create"], phases["read"]
     print(f"  API create / web form throughput = {create.rate / form.rate if form.rate else 0:.2f}")
+    print(
+        "  throughput / bare view: "
+        + ", ".join(
+            f"{r.name.split(' (')[0]} {r.rate / bare.rate if bare.rate else 0:.2f}" for r in (form, create, read)
+        )
+    )
     print()
     passed = True
     for key in ("create", "read"):
@@ -229,6 +237,7 @@ def main() -> int:
             api_clients: list[Client] = [ApiClient(port, key, references) for _ in range(args.concurrency)]
             phases: dict[str, PhaseResult] = {}
             for phase, label, clients, action in (
+                ("bare", "bare view (GET /bench/bare/)", form_clients, "bare"),
                 ("form", "web form (POST /request/)", form_clients, "submit"),
                 ("create", "API create (POST)", api_clients, "create"),
                 ("read", "API read by reference (GET)", api_clients, "read"),

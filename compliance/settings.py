@@ -164,7 +164,8 @@ REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Django's RedisCache, with one client object per server and one-round-trip rate-limit counters.
+            "BACKEND": "gdpr_requests.cache.RedisCache",
             "LOCATION": REDIS_URL,
             # Fail fast when Redis is down instead of holding a web worker for redis-py's default timeouts.
             "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},

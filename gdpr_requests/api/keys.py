@@ -78,8 +78,9 @@ def api_key_for(presented: str) -> ApiKey | None:
     """The active key ``presented`` is, or None (unknown, malformed or revoked). Notes when it was last used."""
     if not presented.startswith(KEY_PREFIX) or len(presented) > 200:
         return None
-    api_key = ApiKey.objects.filter(key_hash=hash_key(presented), revoked_at__isnull=True).first()
-    if api_key is None:
+    try:  # get(), not first(): the hash is unique, and first() would sort by the model's ordering
+        api_key = ApiKey.objects.get(key_hash=hash_key(presented), revoked_at__isnull=True)
+    except ApiKey.DoesNotExist:
         return None
     now = timezone.now()
     if api_key.last_used_at is None or api_key.last_used_at < now - LAST_USED_RESOLUTION:

@@ -3,6 +3,7 @@ themselves stay in the request services, which the views call."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from django.urls import reverse
@@ -10,6 +11,7 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from gdpr_requests.models import (
+    Channel,
     DataSubjectRequest,
     DisclosureType,
     MixpanelProject,
@@ -111,34 +113,46 @@ class RequestCreatedSerializer(serializers.Serializer):
     links = RequestLinksSerializer()
 
 
-class RequestSerializer(serializers.ModelSerializer):
+# Declared field by field rather than as a ModelSerializer, which rebuilt its fields from the model on every use;
+# to_representation formats each value with a copy of its declared field made once per process instead of the
+# deep copies DRF binds to every instance: the same JSON (a test holds it to DRF's own path) for a fraction of
+# the CPU of a read. (The docstring is the schema's description.)
+class RequestSerializer(serializers.Serializer):
     """A request as the API shows it: references, statuses and dates, no personal data."""
 
+    reference = serializers.CharField(read_only=True)
+    external_id = serializers.CharField(allow_null=True, read_only=True)
+    kind = serializers.ChoiceField(choices=RequestKind.choices, read_only=True)
+    regulation = serializers.ChoiceField(choices=Regulation.choices, read_only=True)
+    status = serializers.ChoiceField(choices=states.STATUS_CHOICES, read_only=True)
+    channel = serializers.ChoiceField(choices=Channel.choices, read_only=True)
+    received_at = serializers.DateTimeField(read_only=True)
+    verified_at = serializers.DateTimeField(allow_null=True, read_only=True)
+    closed_at = serializers.DateTimeField(allow_null=True, read_only=True)
+    original_due_at = serializers.DateField(read_only=True)
+    due_at = serializers.DateField(read_only=True)
+    extended_at = serializers.DateTimeField(allow_null=True, read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True)
     links = serializers.SerializerMethodField()
-
-    class Meta:
-        model = DataSubjectRequest
-        fields = [
-            "reference",
-            "external_id",
-            "kind",
-            "regulation",
-            "status",
-            "channel",
-            "received_at",
-            "verified_at",
-            "closed_at",
-            "original_due_at",
-            "due_at",
-            "extended_at",
-            "created_at",
-            "updated_at",
-            "links",
-        ]
-        read_only_fields = fields
 
     def get_links(self, dsr: DataSubjectRequest) -> RequestLinksSerializer:
         return request_links(dsr)  # type: ignore[return-value]
+
+    def to_representation(self, instance: DataSubjectRequest) -> dict[str, Any]:
+        shown: dict[str, Any] = {}
+        for name, field in _REQUEST_FORMATS:
+            value = getattr(instance, name)
+            shown[name] = None if value is None else field.to_representation(value)
+        shown["links"] = request_links(instance)
+        return shown
+
+
+# The formatting fields of RequestSerializer.to_representation, and the columns a read of a request needs.
+_REQUEST_FORMATS = [
+    (name, copy.deepcopy(field)) for name, field in RequestSerializer._declared_fields.items() if name != "links"
+]
+REQUEST_COLUMNS = ("id", *(name for name, _field in _REQUEST_FORMATS))
 
 
 class RequestPageSerializer(serializers.Serializer):

@@ -1,7 +1,8 @@
 """A rate limit per API key (settings.API_RATE_LIMIT, e.g. "600/min"), counted in the Django cache (Redis in
 production), keyed on the key's id: one key shared by a fleet of servers is one caller.
 
-A fixed-window counter: one atomic INCR per request on ``throttle:api_key:<id>:<window>``. DRF's
+A fixed-window counter: one atomic count per request on ``throttle:api_key:<id>:<window>`` (one round trip to
+Redis: gdpr_requests/cache.py count_hit). DRF's
 SimpleRateThrottle instead keeps every timestamp of the window in one cache value, read and written back whole
 on each request: the cost grows with the limit, and concurrent requests overwrite each other's counts. A fixed
 window lets a caller send up to twice the limit across a window boundary, which is fine for this purpose.
@@ -13,10 +14,10 @@ import time
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
+from gdpr_requests.cache import count_hit
 from gdpr_requests.models import ApiKey
 
 PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -38,13 +39,7 @@ class ApiKeyRateThrottle(BaseThrottle):
         limit, period = parse_rate(settings.API_RATE_LIMIT)  # read per request: tests and operators change it
         now = time.time()
         window = int(now // period)
-        key = f"throttle:api_key:{request.auth.pk}:{window}"
-        cache.add(key, 0, timeout=period + 1)
-        try:
-            count = cache.incr(key)
-        except ValueError:  # the window's counter expired between add and incr
-            cache.set(key, 1, timeout=period + 1)
-            count = 1
+        count = count_hit(f"throttle:api_key:{request.auth.pk}:{window}", timeout=period + 1)
         if count > limit:
             self.wait_seconds = (window + 1) * period - now
             return False

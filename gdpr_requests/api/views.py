@@ -17,6 +17,7 @@ from gdpr_requests.api.errors import Conflict
 from gdpr_requests.api.intake import Creation, request_create_via_api
 from gdpr_requests.api.keys import actor_for_key
 from gdpr_requests.api.serializers import (
+    REQUEST_COLUMNS,
     AuditFilterSerializer,
     AuditPageSerializer,
     ProblemSerializer,
@@ -46,6 +47,11 @@ class BearerKeyScheme(OpenApiAuthenticationExtension):
 def _own_requests(api_key: ApiKey):
     # A key sees the requests it made, nothing else: the product's systems need no view of the web form's.
     return DataSubjectRequest.objects.filter(api_key=api_key)
+
+
+def _shown_requests(api_key: ApiKey):
+    # Reads load only the columns RequestSerializer shows.
+    return _own_requests(api_key).only(*REQUEST_COLUMNS)
 
 
 class RequestPagination(CursorPagination):
@@ -96,7 +102,7 @@ class RequestListCreateView(APIView):
         filters = RequestFilterSerializer(data=request.query_params.dict())
         filters.is_valid(raise_exception=True)
         values = filters.validated_data
-        queryset = _own_requests(request.auth)
+        queryset = _shown_requests(request.auth)
         if "status" in values:
             queryset = queryset.filter(status=values["status"])
         if "kind" in values:
@@ -115,7 +121,7 @@ class RequestDetailView(APIView):
 
     @extend_schema(operation_id="requests_retrieve", responses={200: RequestSerializer, **PROBLEMS})
     def get(self, request: Request, reference: str) -> Response:
-        dsr = get_object_or_404(_own_requests(request.auth), reference=reference.upper())
+        dsr = get_object_or_404(_shown_requests(request.auth), reference=reference.upper())
         return Response(RequestSerializer(dsr).data)
 
 

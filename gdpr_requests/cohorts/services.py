@@ -27,6 +27,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from gdpr_requests.audit.chain import Actor, Entry, audit_record, audit_record_many
+from gdpr_requests.cache import count_hit
 from gdpr_requests.cohorts.messages import CohortMessage, Member, MessageRefused
 from gdpr_requests.models import (
     Channel,
@@ -48,6 +49,7 @@ from gdpr_requests.requests.services import (
     request_create_many,
 )
 from gdpr_requests.requests.states import TransitionNotAllowed
+from gdpr_requests.server_binding import binary_parameters
 
 logger = logging.getLogger("gdpr_requests.cohorts")
 
@@ -288,10 +290,8 @@ def cohort_intake_record_auth_failure(*, intake: CohortIntake) -> None:
     CohortIntake.objects.filter(pk=intake.pk).update(
         auth_failure_count=F("auth_failure_count") + 1, last_auth_failure_at=now, updated_at=now
     )
-    key = _failure_window_key(intake)
     with contextlib.suppress(Exception):
-        if cache.add(key, 1, 120) is False:
-            cache.incr(key)
+        count_hit(_failure_window_key(intake), timeout=120)
 
 
 # --- Receiving ----------------------------------------------------------------------------------------------
@@ -388,12 +388,13 @@ def cohort_sync_receive(*, intake: CohortIntake, message: CohortMessage) -> Sync
             requests = request_create_many(
                 [dsr for _key, dsr in to_create], actor=actor, projects=[intake.project], extra_audit=[entry]
             )
-            CohortMember.objects.bulk_create(
-                [
-                    CohortMember(intake=intake, sync=sync, member_key=key, request=dsr)
-                    for (key, _dsr), dsr in zip(to_create, requests, strict=True)
-                ]
-            )
+            with binary_parameters():
+                CohortMember.objects.bulk_create(
+                    [
+                        CohortMember(intake=intake, sync=sync, member_key=key, request=dsr)
+                        for (key, _dsr), dsr in zip(to_create, requests, strict=True)
+                    ]
+                )
         else:
             audit_record_many([entry])
         CohortIntake.objects.filter(pk=intake.pk).update(last_sync_at=sync.received_at)

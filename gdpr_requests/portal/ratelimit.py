@@ -18,8 +18,9 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.cache import cache
 from django.http import HttpRequest
+
+from gdpr_requests.cache import count_hit
 
 
 @dataclass(frozen=True)
@@ -73,13 +74,7 @@ def _hit(action: str, scope: str, digest: str, limit: Limit) -> int | None:
     """Count one attempt; the seconds to wait when over the limit, else None."""
     now = int(time.time())
     window = now // limit.seconds
-    key = f"dsr:rl:{action}:{scope}:{digest}:{window}"
-    cache.add(key, 0, timeout=limit.seconds + 5)
-    try:
-        count = cache.incr(key)
-    except ValueError:  # evicted between add and incr
-        cache.set(key, 1, timeout=limit.seconds + 5)
-        count = 1
+    count = count_hit(f"dsr:rl:{action}:{scope}:{digest}:{window}", timeout=limit.seconds + 5)
     if count > limit.count:
         return (window + 1) * limit.seconds - now
     return None

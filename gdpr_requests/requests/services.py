@@ -8,6 +8,7 @@ Processing (planning tasks, Mixpanel calls) lives in pipeline.py.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime
@@ -33,8 +34,9 @@ from gdpr_requests.models import (
 )
 from gdpr_requests.models.approvals import DeletionApproval, RejectionGround, RequestRejection
 from gdpr_requests.requests import approval_rules, states
+from gdpr_requests.server_binding import binary_parameters
 
-# Crockford's base32 without I, L, O, U: easy to read aloud and to type.
+# Crockford's base32 without I, L, O, U: easy to read aloud and to type. 32 symbols (new_reference relies on it).
 REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 MAX_DISTINCT_IDS = 50
 # Draws of a request reference before giving up (a collision is about one in a million at a million requests).
@@ -42,6 +44,13 @@ REFERENCE_ATTEMPTS = 5
 MAX_DISTINCT_ID_LENGTH = 255
 # A request taken in without a language (staff entry, an import row without one) is answered in English.
 DEFAULT_SUBJECT_LANGUAGE = "en"
+# What prepare_request accepts, as sets built once: the enums' ``values`` build a new list at every read, and a
+# cohort page prepares a thousand requests.
+_KINDS = frozenset(RequestKind.values)
+_REGULATIONS = frozenset(Regulation.values)
+_CHANNELS = frozenset(Channel.values)
+_DISCLOSURE_TYPES = frozenset(DisclosureType.values)
+_CONTROL = re.compile("[\x00-\x1f]")  # characters below U+0020
 
 # Hooks that other modules register so that the core stays free of their imports: called after commit with
 # the request's primary key. (The pipeline plans approved requests; the portal sends emails.)
@@ -113,10 +122,11 @@ def _draw_references(requests: Iterable[DataSubjectRequest]) -> None:
 
 
 def new_reference() -> str:
-    def block() -> str:
-        return "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(4))
-
-    return f"DSR-{block()}-{block()}"
+    # Eight symbols of five random bits each (the alphabet has exactly 32): uniform and independent, as eight
+    # secrets.choice() would be, from one read of the system's random source instead of eight or more.
+    bits = secrets.randbits(40)
+    symbols = "".join(REFERENCE_ALPHABET[(bits >> shift) & 31] for shift in range(0, 40, 5))
+    return f"DSR-{symbols[:4]}-{symbols[4:]}"
 
 
 def clean_distinct_ids(values: Iterable[str]) -> list[str]:
@@ -128,7 +138,7 @@ def clean_distinct_ids(values: Iterable[str]) -> list[str]:
             continue
         if len(value) > MAX_DISTINCT_ID_LENGTH:
             raise ServiceError(f"A distinct id is longer than {MAX_DISTINCT_ID_LENGTH} characters.")
-        if any(ord(ch) < 32 for ch in value):
+        if _CONTROL.search(value):
             raise ServiceError("A distinct id contains control characters.")
         cleaned.append(value)
     if len(cleaned) > MAX_DISTINCT_IDS:
@@ -175,11 +185,11 @@ def prepare_request(
     (default: now); ``verified_by_staff`` (how identity was checked) lets staff-entered requests start at
     ``verified``. request_create_many saves what this builds.
     """
-    if kind not in RequestKind.values:
+    if kind not in _KINDS:
         raise ServiceError(f"Unknown request kind {kind!r}: use one of {', '.join(RequestKind.values)}.")
-    if regulation not in Regulation.values:
+    if regulation not in _REGULATIONS:
         raise ServiceError(f"Unknown regulation {regulation!r}: use one of {', '.join(Regulation.values)}.")
-    if channel not in Channel.values:
+    if channel not in _CHANNELS:
         raise ServiceError(f"Unknown channel {channel!r}.")
     # Kept as typed (Mixpanel's profile query is case-sensitive: identity lookups ask for it as typed and
     # lower-cased); duplicates and search go by the hash of the lower-cased address.
@@ -190,7 +200,7 @@ def prepare_request(
         raise ServiceError("That is not a valid email address.") from None
     if len(name) > 200:
         raise ServiceError("The name is longer than 200 characters.")
-    if disclosure_type and disclosure_type not in DisclosureType.values:
+    if disclosure_type and disclosure_type not in _DISCLOSURE_TYPES:
         raise ServiceError(f"Unknown disclosure type {disclosure_type!r}.")
     if regulation == Regulation.CCPA and kind == RequestKind.ACCESS:
         disclosure_type = disclosure_type or DisclosureType.DATA
@@ -288,7 +298,7 @@ def request_create_many(
             for _attempt in range(REFERENCE_ATTEMPTS):
                 _draw_references(requests)
                 try:
-                    with transaction.atomic():
+                    with transaction.atomic(), binary_parameters():
                         DataSubjectRequest.objects.bulk_create(requests)
                     break
                 except IntegrityError:  # a reference collision: vanishingly rare, draw them all again
@@ -297,12 +307,14 @@ def request_create_many(
                 raise ServiceError("Could not allocate a reference; try again.")
         else:
             _draw_references(requests)
-            DataSubjectRequest.objects.bulk_create(requests)
+            with binary_parameters():
+                DataSubjectRequest.objects.bulk_create(requests)
         if project_list:  # new rows have no links yet: one INSERT instead of set()'s read-then-write
             through = DataSubjectRequest.projects.through
-            through.objects.bulk_create(
-                [through(datasubjectrequest=dsr, mixpanelproject=p) for dsr in requests for p in project_list]
-            )
+            with binary_parameters():
+                through.objects.bulk_create(
+                    [through(datasubjectrequest=dsr, mixpanelproject=p) for dsr in requests for p in project_list]
+                )
         for hook in list(_intake_hooks):
             hook(requests)
         # Last, so the audit chain's lock is held for as short a time as possible before commit.

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from django.core.cache import caches
+from redis.connection import AbstractConnection
 
 from gdpr_requests.models import ApiKey, AuditEvent
 from tests.unit.api.api_support import client_for, make_key, new_request_body
 from tests.unit.management.cli_support import refused, run, run_json
 
 pytestmark = pytest.mark.django_db
+REDIS_DB = 13  # this area's Redis database number; only a test's own keys (under its own prefix) are removed
 
 
 def test_create_prints_the_key_once_and_stores_only_its_hash():
@@ -101,6 +106,43 @@ def test_each_key_is_rate_limited_with_retry_after(settings):
     assert limited["Content-Type"] == "application/problem+json"
     assert int(limited["Retry-After"]) > 0
     assert second.get("/api/v1/requests/").status_code == 200  # the other key has its own budget
+
+
+def test_on_redis_the_rate_limit_takes_one_round_trip_and_still_answers_429(require_redis, settings, monkeypatch):
+    parts = urlsplit(require_redis)
+    prefix = f"test-throttle-{uuid.uuid4().hex}"
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "gdpr_requests.cache.RedisCache",
+            "LOCATION": urlunsplit((parts.scheme, parts.netloc, f"/{REDIS_DB}", "", "")),
+            "KEY_PREFIX": prefix,
+        }
+    }
+    settings.API_RATE_LIMIT = "3/min"
+    made = make_key("a")
+    client = client_for(made["key"])
+    raw = caches["default"]._cache.get_client(write=True)
+    sent: list[int] = []
+    original = AbstractConnection.send_packed_command
+
+    def counting(self, command, check_health=True):
+        sent.append(1)
+        return original(self, command, check_health)
+
+    try:
+        codes = [client.get("/api/v1/requests/").status_code]  # the first hit also loads the script
+        monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+        for _ in range(3):
+            codes.append(client.get("/api/v1/requests/").status_code)
+        assert codes == [200, 200, 200, 429]
+        assert len(sent) == 3  # one round trip to Redis per request, the refused one included
+        limited = client.get("/api/v1/requests/")
+        assert limited["Content-Type"] == "application/problem+json" and 0 < int(limited["Retry-After"]) <= 60
+        (counter,) = raw.scan_iter(match=f"{prefix}:*throttle:api_key:{made['id']}:*")
+        assert 0 < raw.ttl(counter) <= 61  # the window's counter expires with it
+    finally:
+        for key in raw.scan_iter(match=f"{prefix}:*"):
+            raw.delete(key)
 
 
 @pytest.mark.parametrize(("rate", "expected"), [("600/min", (600, 60)), ("5/sec", (5, 1)), ("1000/hour", (1000, 3600))])

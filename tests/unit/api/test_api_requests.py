@@ -10,7 +10,9 @@ from datetime import timedelta
 import pytest
 from django.db import connection
 from django.utils import timezone
+from rest_framework import serializers
 
+from gdpr_requests.api.serializers import RequestSerializer
 from gdpr_requests.audit.chain import verify_records
 from gdpr_requests.models import AuditEvent, DataSubjectRequest, IdempotencyRecord
 from gdpr_requests.projects.services import project_create
@@ -161,6 +163,23 @@ def test_get_by_reference_shows_no_personal_data_and_only_the_keys_own(client):
     assert client_for(make_key("other")["key"]).get(f"/api/v1/requests/{reference}/").status_code == 404
     missing = client.get("/api/v1/requests/DSR-0000-0000/")
     assert missing.status_code == 404 and missing["Content-Type"] == "application/problem+json"
+
+
+def test_a_read_shows_what_drfs_own_serializer_path_shows(client):
+    reference = post(client, new_request_body(external_id="x2")).json()["reference"]
+    now = timezone.now()
+    DataSubjectRequest.objects.filter(reference=reference).update(
+        verified_at=now - timedelta(days=2, microseconds=7), closed_at=now, extended_at=now - timedelta(hours=5)
+    )
+    bare = post(client, new_request_body()).json()["reference"]  # nulls: no external id, verified or closed time
+    for ref in (reference, bare):
+        dsr = DataSubjectRequest.objects.get(reference=ref)
+        serializer = RequestSerializer(dsr)
+        generic = serializers.Serializer.to_representation(serializer, dsr)  # DRF's bound-field path
+        assert client.get(f"/api/v1/requests/{ref}/").json() == json.loads(json.dumps(generic))
+    listed = client.get("/api/v1/requests/", {"external_id": "x2"}).json()["results"]
+    assert listed == [client.get(f"/api/v1/requests/{reference}/").json()]
+    assert listed[0]["closed_at"].endswith("Z") and listed[0]["extended_at"] and listed[0]["links"]["cancel"]
 
 
 def test_list_filters_and_cursor_pages_are_stable_under_new_writes(client):

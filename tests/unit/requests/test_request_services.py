@@ -24,6 +24,17 @@ def test_it_creates_a_request_with_reference_hash_deadline_and_audit_event(make_
     assert "person@example.org" not in str(event.payload)
 
 
+def test_references_use_every_symbol_of_the_alphabet_in_every_position():
+    assert len(services.REFERENCE_ALPHABET) == len(set(services.REFERENCE_ALPHABET)) == 32
+    seen: list[set[str]] = [set() for _ in range(8)]
+    for _ in range(3200):  # a symbol missing from a position by chance: about 32 * e**-100
+        reference = services.new_reference()
+        assert reference[:4] == "DSR-" and reference[8] == "-" and len(reference) == 13
+        for position, symbol in enumerate(reference[4:8] + reference[9:]):
+            seen[position].add(symbol)
+    assert all(symbols == set(services.REFERENCE_ALPHABET) for symbols in seen)
+
+
 def test_staff_entered_request_with_identity_check_starts_verified(make_request):
     dsr = make_request(verified_by_staff="passport seen at the front desk", channel="staff")
     assert dsr.status == states.VERIFIED
