@@ -6,10 +6,14 @@ Redis: gdpr_requests/cache.py count_hit). DRF's
 SimpleRateThrottle instead keeps every timestamp of the window in one cache value, read and written back whole
 on each request: the cost grows with the limit, and concurrent requests overwrite each other's counts. A fixed
 window lets a caller send up to twice the limit across a window boundary, which is fine for this purpose.
+
+When the cache cannot be reached the limit fails open (logged): an outage of Redis must not take the intake API
+down with it, and every write still goes through the services' own rules.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -19,6 +23,8 @@ from rest_framework.throttling import BaseThrottle
 
 from gdpr_requests.cache import count_hit
 from gdpr_requests.models import ApiKey
+
+logger = logging.getLogger("gdpr_requests.api")
 
 PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -39,7 +45,11 @@ class ApiKeyRateThrottle(BaseThrottle):
         limit, period = parse_rate(settings.API_RATE_LIMIT)  # read per request: tests and operators change it
         now = time.time()
         window = int(now // period)
-        count = count_hit(f"throttle:api_key:{request.auth.pk}:{window}", timeout=period + 1)
+        try:
+            count = count_hit(f"throttle:api_key:{request.auth.pk}:{window}", timeout=period + 1)
+        except Exception as exc:  # the cache (Redis) is down: serve unthrottled rather than fail every call
+            logger.warning("API rate limit not counted: the cache is unavailable (%s)", type(exc).__name__)
+            return True
         if count > limit:
             self.wait_seconds = (window + 1) * period - now
             return False

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.exceptions import NotFound
 from rest_framework.generics import get_object_or_404
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
@@ -54,6 +56,18 @@ def _shown_requests(api_key: ApiKey):
     return _own_requests(api_key).only(*REQUEST_COLUMNS)
 
 
+_REFERENCE = re.compile(r"DSR-[0-9A-Z]{4}-[0-9A-Z]{4}")
+
+
+def _reference(value: str) -> str:
+    """The reference in the path, upper-cased; anything that cannot be one (a NUL, 5 MB of text) is a 404 before
+    it reaches the database."""
+    reference = value.strip().upper()
+    if not _REFERENCE.fullmatch(reference):
+        raise NotFound("No request with this reference.")
+    return reference
+
+
 class RequestPagination(CursorPagination):
     # Ordered by id, which never changes: a page boundary cannot move under concurrent writes, so paging
     # neither skips nor repeats a request.
@@ -61,6 +75,16 @@ class RequestPagination(CursorPagination):
     page_size = 50
     page_size_query_param = "limit"
     max_page_size = 200
+
+    def decode_cursor(self, request: Request) -> Any:
+        """DRF's decoding, plus a position that must be an id: a cursor edited by hand is a 404 (DRF's "Invalid
+        cursor"), never a database error."""
+        cursor = super().decode_cursor(request)
+        if cursor is not None and cursor.position is not None:
+            position = str(cursor.position)
+            if not position.isascii() or not position.isdigit() or len(position) > 19:
+                raise NotFound(self.invalid_cursor_message)
+        return cursor
 
 
 class RequestListCreateView(APIView):
@@ -121,7 +145,7 @@ class RequestDetailView(APIView):
 
     @extend_schema(operation_id="requests_retrieve", responses={200: RequestSerializer, **PROBLEMS})
     def get(self, request: Request, reference: str) -> Response:
-        dsr = get_object_or_404(_shown_requests(request.auth), reference=reference.upper())
+        dsr = get_object_or_404(_shown_requests(request.auth), reference=_reference(reference))
         return Response(RequestSerializer(dsr).data)
 
 
@@ -137,7 +161,7 @@ class RequestCancelView(APIView):
     def post(self, request: Request, reference: str) -> Response:
         serializer = RequestCancelSerializer(data=request.data if request.data else {})
         serializer.is_valid(raise_exception=True)
-        dsr = get_object_or_404(_own_requests(request.auth), reference=reference.upper())
+        dsr = get_object_or_404(_own_requests(request.auth), reference=_reference(reference))
         blocker = withdrawal_blocker(dsr)
         if blocker:
             raise Conflict(blocker)

@@ -422,3 +422,48 @@ def test_retries_racing_in_separate_processes_create_one_request(require_postgre
     assert sum(not a.replayed for a in answers) == 1
     assert len({a.body["reference"] for a in answers}) == 1
     assert DataSubjectRequest.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/requests/%00/",
+        "/api/v1/requests/DSR-%00AB-CDEF/",
+        "/api/v1/requests/" + "A" * 5000 + "/",
+        "/api/v1/requests/%ED%A0%80/",
+    ],
+    ids=["nul", "nul-inside", "huge", "surrogate-bytes"],
+)
+def test_a_reference_that_cannot_be_one_is_a_404_problem_never_a_database_error(client, path):
+    for response in (client.get(path), client.post(path + "cancel/", {}, format="json")):
+        assert response.status_code == 404, response.content
+        assert response["Content-Type"].startswith("application/problem+json")
+
+
+def test_a_cursor_edited_by_hand_is_a_404_problem(client):
+    import base64
+
+    for position in ("abc", "1 OR 1=1", "9" * 40, "\uff11\uff12"):  # full-width digits are not ids
+        cursor = base64.b64encode(f"p={position}".encode()).decode()
+        response = client.get("/api/v1/requests/", {"cursor": cursor})
+        assert response.status_code == 404, (position, response.content)
+        assert response["Content-Type"].startswith("application/problem+json")
+    assert client.get("/api/v1/requests/", {"cursor": base64.b64encode(b"p=12").decode()}).status_code == 200
+
+
+def test_the_api_keeps_taking_requests_when_the_rate_limit_cache_is_down(client, caplog):
+    """Redis unreachable: the limit fails open (logged with the exception type only), the request is made."""
+    from django.test import override_settings
+
+    dead = {
+        "default": {
+            "BACKEND": "gdpr_requests.cache.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens on port 1
+            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+        }
+    }
+    # Django's setting_changed signal drops the cache connections on entry and on exit.
+    with override_settings(CACHES=dead):
+        response = post(client, new_request_body(email="cache.down@example.org"))
+    assert response.status_code == 201, response.content
+    assert "rate limit not counted" in caplog.text and "cache.down" not in caplog.text
