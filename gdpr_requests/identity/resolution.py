@@ -420,14 +420,18 @@ def auto_accept_catch_up(now: Any) -> int:
         .select_related("request", "project")
         .order_by("finished_at", "pk")[:AUTO_ACCEPT_CATCH_UP_LIMIT]
     )
+    pending: dict[tuple[int, int], list[str]] = {}
+    rows = IdentityCandidate.objects.filter(
+        request_id__in={lk.request_id for lk in lookups},
+        project_id__in={lk.project_id for lk in lookups},
+        state=CandidateState.PENDING,
+    ).values_list("request_id", "project_id", "distinct_id")
+    for request_id, project_id, distinct_id in rows:  # one query for the whole sweep, not one per lookup
+        pending.setdefault((request_id, project_id), []).append(distinct_id)
     accepted = 0
     for lookup in lookups:
-        pending = list(
-            IdentityCandidate.objects.filter(
-                request_id=lookup.request_id, project_id=lookup.project_id, state=CandidateState.PENDING
-            ).values_list("distinct_id", flat=True)
-        )
-        if len(pending) == 1 and _auto_accept(lookup, pending[0]):
+        ids = pending.get((lookup.request_id, lookup.project_id), [])
+        if len(ids) == 1 and _auto_accept(lookup, ids[0]):
             accepted += 1
     return accepted
 

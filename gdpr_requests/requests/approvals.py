@@ -145,7 +145,7 @@ def request_approve_many(*, request_pks: Sequence[int], actor: Actor) -> BulkApp
                 ]
             )
             approved.extend(reference for _, reference in movable)
-            services.transition_hooks_on_commit([pk for pk, _ in movable], "approve", states.APPROVED)
+            services.after_bulk_transition([pk for pk, _ in movable], "approve", states.APPROVED)
     for dsr in DataSubjectRequest.objects.filter(pk__in=two_person).order_by("due_at", "id"):
         try:
             outcome = request_approval_record(request=dsr, actor=actor)

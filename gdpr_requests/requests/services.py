@@ -106,8 +106,9 @@ def _after_transition(request_ids: list[int], action: str, new_status: str) -> N
                 transaction.on_commit(partial(hook, request_id, action, new_status), robust=True)
 
 
-def transition_hooks_on_commit(request_ids: Sequence[int], action: str, new_status: str) -> None:
-    """The recorders and hooks for requests moved in bulk (one set-based UPDATE), inside its transaction."""
+def after_bulk_transition(request_ids: Sequence[int], action: str, new_status: str) -> None:
+    """For requests moved in bulk (one set-based UPDATE), called inside its transaction: the recorders run now,
+    once for the set; the hooks run after the commit (their bulk form when they have one)."""
     _after_transition(list(request_ids), action, new_status)
 
 

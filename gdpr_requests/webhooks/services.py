@@ -156,14 +156,18 @@ def subscribed_endpoints(event_type: str) -> list[WebhookEndpoint]:
 
 
 def events_record(
-    *, event_type: str, requests: Sequence[DataSubjectRequest], event_ids: Sequence[str] | None = None
+    *,
+    event_type: str,
+    requests: Sequence[DataSubjectRequest],
+    event_ids: Sequence[str] | None = None,
+    endpoints: Sequence[WebhookEndpoint] | None = None,
 ) -> list[WebhookDelivery]:
     """Write one delivery per subscribed endpoint and request, and queue them once the transaction commits.
 
     ``event_ids`` (one per request) make the event idempotent: a second call with the same ids adds nothing
     (the overdue sweep relies on it). Without them each call is a new event.
     """
-    endpoints = subscribed_endpoints(event_type)
+    endpoints = subscribed_endpoints(event_type) if endpoints is None else list(endpoints)
     if not endpoints or not requests:
         return []
     now = timezone.now()
