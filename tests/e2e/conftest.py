@@ -120,3 +120,36 @@ def shots(output_path: str):
     shoot.folder = folder  # type: ignore[attr-defined]
     shoot.taken = taken  # type: ignore[attr-defined]
     return shoot
+
+
+def staff_requests(user: Any, count: int, *, distinct_id: str = "user-{i}") -> list[Any]:
+    """``count`` verified requests entered by staff member ``user`` on one project ("Web app"), alternating kinds
+    and regulations, for the staff screens to show."""
+    from gdpr_requests.audit.chain import Actor
+    from gdpr_requests.models import MixpanelProject
+    from gdpr_requests.requests import services
+
+    project, _ = MixpanelProject.objects.get_or_create(
+        name="Web app",
+        defaults={
+            "mixpanel_project_id": "77",
+            "project_token": "tok77",
+            "oauth_token": "x",
+            "token_expires_on": "2030-01-01",
+        },
+    )
+    actor = Actor.staff(user)
+    return [
+        services.request_create(
+            kind="deletion" if i % 2 else "access",
+            regulation="gdpr" if i % 3 else "ccpa",
+            email=f"person{i}@example.org",
+            name=f"Person {i}",
+            distinct_ids=[distinct_id.format(i=i)],
+            projects=[project],
+            channel="staff",
+            verified_by_staff="called back",
+            actor=actor,
+        )
+        for i in range(count)
+    ]

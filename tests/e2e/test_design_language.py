@@ -14,9 +14,8 @@ from typing import Any
 import pytest
 from django.urls import reverse
 
-from gdpr_requests.audit.chain import Actor
-from gdpr_requests.models import MixpanelProject
-from gdpr_requests.requests import services, tokens
+from gdpr_requests.requests import tokens
+from tests.e2e.conftest import staff_requests
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -52,28 +51,7 @@ TRANSPARENT = "rgba(0, 0, 0, 0)"
 
 @pytest.fixture
 def requests_to_show(staff_session):
-    project = MixpanelProject.objects.create(
-        name="Web app",
-        mixpanel_project_id="77",
-        project_token="tok77",
-        oauth_token="x",
-        token_expires_on="2030-01-01",
-    )
-    actor = Actor.staff(staff_session[0])
-    return [
-        services.request_create(
-            kind="deletion" if i % 2 else "access",
-            regulation="gdpr" if i % 3 else "ccpa",
-            email=f"person{i}@example.org",
-            name=f"Person {i}",
-            distinct_ids=[f"user-{i}"],
-            projects=[project],
-            channel="staff",
-            verified_by_staff="called back",
-            actor=actor,
-        )
-        for i in range(4)
-    ]
+    return staff_requests(staff_session[0], 4)
 
 
 def visit(page, shots, url: str, name: str, parts: dict[str, str]) -> dict[str, Any]:

@@ -10,8 +10,8 @@ import pytest
 from django.urls import reverse
 
 from gdpr_requests.audit.chain import Actor
-from gdpr_requests.models import MixpanelProject
 from gdpr_requests.requests import services
+from tests.e2e.conftest import staff_requests
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,29 +40,10 @@ CUT_CELLS = """() => {
 
 @pytest.fixture
 def queue(staff_session):
-    project = MixpanelProject.objects.create(
-        name="Web app",
-        mixpanel_project_id="77",
-        project_token="tok77",
-        oauth_token="x",
-        token_expires_on="2030-01-01",
+    made = staff_requests(
+        staff_session[0], 12, distinct_id="user-{i}-with-a-rather-long-distinct-identifier-0123456789"
     )
-    actor = Actor.staff(staff_session[0])
-    made = [
-        services.request_create(
-            kind="deletion" if i % 2 else "access",
-            regulation="gdpr" if i % 3 else "ccpa",
-            email=f"person{i}@example.org",
-            name=f"Person {i}",
-            distinct_ids=[f"user-{i}-with-a-rather-long-distinct-identifier-0123456789"],
-            projects=[project],
-            channel="staff",
-            verified_by_staff="called back",
-            actor=actor,
-        )
-        for i in range(12)
-    ]
-    services.request_add_note(request=made[0], note="Checked the account.", actor=actor)
+    services.request_add_note(request=made[0], note="Checked the account.", actor=Actor.staff(staff_session[0]))
     return made
 
 

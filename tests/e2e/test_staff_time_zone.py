@@ -6,27 +6,14 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from gdpr_requests.audit.chain import Actor
-from gdpr_requests.models import MixpanelProject
-from gdpr_requests.requests import services
+from tests.e2e.conftest import staff_requests
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_the_timeline_follows_the_browsers_time_zone(browser, live_server, staff_session, settings, shots):
     settings.TIME_ZONE = "UTC"
-    project = MixpanelProject.objects.create(
-        name="Web app", mixpanel_project_id="1", project_token="t", oauth_token="o", token_expires_on="2030-01-01"
-    )
-    dsr = services.request_create(
-        kind="access",
-        regulation="gdpr",
-        email="tz@example.org",
-        projects=[project],
-        channel="staff",
-        verified_by_staff="called back",
-        actor=Actor.staff(staff_session[0]),
-    )
+    (dsr,) = staff_requests(staff_session[0], 1)
     context = browser.new_context(timezone_id="Asia/Tokyo", viewport={"width": 1280, "height": 800})
     try:
         context.add_cookies([{"name": "sessionid", "value": staff_session[1], "url": live_server.url}])
