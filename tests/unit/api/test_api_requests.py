@@ -27,6 +27,27 @@ def client():
     return client_for(make_key()["key"])
 
 
+def together(n: int, call):
+    """``call()`` from ``n`` threads released at once, each on its own database connection; their results."""
+    barrier = threading.Barrier(n)
+    results: list = []
+
+    def run():
+        try:
+            barrier.wait()
+            results.append(call())
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == n, "a thread failed: its exception was printed above"
+    return results
+
+
 def post(client, body, **headers):
     return client.post("/api/v1/requests/", body, format="json", **headers)
 
@@ -111,21 +132,7 @@ def test_a_refused_body_does_not_use_up_the_idempotency_key(client):
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_retries_with_one_idempotency_key_create_one_request():
     key = make_key()["key"]
-    barrier = threading.Barrier(6)
-    answers: list = []
-
-    def send():
-        try:
-            barrier.wait()
-            answers.append(post(client_for(key), new_request_body(), HTTP_IDEMPOTENCY_KEY="same"))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=send) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    answers = together(6, lambda: post(client_for(key), new_request_body(), HTTP_IDEMPOTENCY_KEY="same"))
     assert [a.status_code for a in answers] == [201] * 6
     assert len({a.json()["reference"] for a in answers}) == 1
     assert DataSubjectRequest.objects.count() == 1
@@ -134,21 +141,7 @@ def test_concurrent_retries_with_one_idempotency_key_create_one_request():
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_creations_with_one_external_id_make_one_request():
     key = make_key()["key"]
-    barrier = threading.Barrier(5)
-    codes: list[int] = []
-
-    def send():
-        try:
-            barrier.wait()
-            codes.append(post(client_for(key), new_request_body(external_id="same")).status_code)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=send) for _ in range(5)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    codes = [r.status_code for r in together(5, lambda: post(client_for(key), new_request_body(external_id="same")))]
     assert sorted(codes) == [201, 409, 409, 409, 409]
     assert DataSubjectRequest.objects.count() == 1
 
@@ -399,25 +392,7 @@ def test_retries_racing_in_separate_processes_create_one_request(require_postgre
         "identity_verified_by": "",
     }
     creation = intake.Creation(api_key=api_key, values=values, idempotency_key="race", body_hash=body_hash(values))
-    barrier = threading.Barrier(6)
-    answers: list = []
-    errors: list[str] = []
-
-    def send():
-        try:
-            barrier.wait()
-            answers.extend(intake.create_batch([creation]))
-        except Exception as exc:  # pragma: no cover - the failure this test is for
-            errors.append(repr(exc))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=send) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    answers = [answer for batch in together(6, lambda: intake.create_batch([creation])) for answer in batch]
     assert [a.status_code for a in answers] == [201] * 6
     assert sum(not a.replayed for a in answers) == 1
     assert len({a.body["reference"] for a in answers}) == 1
